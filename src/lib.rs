@@ -1,0 +1,7 @@
+//! memsieve: find and remove training-data memorization in small language models.
+
+pub mod error;
+pub mod model;
+pub mod rng;
+
+pub use error::{Error, Result};
