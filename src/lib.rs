@@ -5,3 +5,4 @@ pub mod model;
 pub mod rng;
 
 pub use error::{Error, Result};
+pub mod backend;

@@ -1,4 +1,509 @@
-//! The TinyMem model (GPT-2 pre-LN decoder) written once over the `Backend` trait.
+//! The TinyMem model (GPT-2 pre-LN decoder) written once over the `Backend` trait, as llm.c's
+//! train_gpt2.c: flat parameter/gradient/optimizer buffers, one activation buffer, and a forward and
+//! backward pass that are plain sequences of ops.
 
 pub mod config;
+pub mod generate;
 pub mod params;
+
+use crate::backend::{Backend, Device, Op, View, WeightLayout, IGNORE_TARGET};
+use crate::error::{Error, Result};
+use crate::rng::{purpose, Stream};
+use config::ModelConfig;
+use params::{ParamKind, ParamLayout};
+use std::sync::Arc;
+
+/// A range of the activation buffer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Slot {
+    pub off: usize,
+    pub len: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LayerSlots {
+    pub ln1: Slot,
+    pub ln1_mean: Slot,
+    pub ln1_rstd: Slot,
+    pub qkv: Slot,
+    pub atty: Slot,
+    pub att: Slot,
+    pub attproj: Slot,
+    pub res2: Slot,
+    pub ln2: Slot,
+    pub ln2_mean: Slot,
+    pub ln2_rstd: Slot,
+    /// MLP pre-activation [B, T, 4C].
+    pub fch: Slot,
+    /// MLP post-activation [B, T, 4C] (the "neurons" later issues score).
+    pub fch_act: Slot,
+    pub fcproj: Slot,
+    /// Residual stream after the block [B, T, C].
+    pub res3: Slot,
+}
+
+/// Offsets of every activation for one (B, T), all in one buffer.
+#[derive(Clone, Debug)]
+pub struct ActLayout {
+    pub b: usize,
+    pub t: usize,
+    pub tokens: Slot,
+    pub targets: Slot,
+    pub encoded: Slot,
+    pub layers: Vec<LayerSlots>,
+    pub lnf: Slot,
+    pub lnf_mean: Slot,
+    pub lnf_rstd: Slot,
+    pub logits: Slot,
+    pub probs: Slot,
+    pub losses: Slot,
+    pub preds: Slot,
+    pub total: usize,
+}
+
+impl ActLayout {
+    pub fn new(cfg: &ModelConfig, b: usize, t: usize) -> Self {
+        let (c, v, nh) = (cfg.n_embd, cfg.vocab_size, cfg.n_head);
+        let bt = b * t;
+        let mut off = 0;
+        let mut slot = |len: usize| {
+            let s = Slot { off, len };
+            off += len;
+            s
+        };
+        let tokens = slot(bt);
+        let targets = slot(bt);
+        let encoded = slot(bt * c);
+        let layers = (0..cfg.n_layer)
+            .map(|_| LayerSlots {
+                ln1: slot(bt * c),
+                ln1_mean: slot(bt),
+                ln1_rstd: slot(bt),
+                qkv: slot(bt * 3 * c),
+                atty: slot(bt * c),
+                att: slot(b * nh * t * t),
+                attproj: slot(bt * c),
+                res2: slot(bt * c),
+                ln2: slot(bt * c),
+                ln2_mean: slot(bt),
+                ln2_rstd: slot(bt),
+                fch: slot(bt * 4 * c),
+                fch_act: slot(bt * 4 * c),
+                fcproj: slot(bt * c),
+                res3: slot(bt * c),
+            })
+            .collect();
+        let lnf = slot(bt * c);
+        let lnf_mean = slot(bt);
+        let lnf_rstd = slot(bt);
+        let logits = slot(bt * v);
+        let probs = slot(bt * v);
+        let losses = slot(bt);
+        let preds = slot(bt);
+        ActLayout { b, t, tokens, targets, encoded, layers, lnf, lnf_mean, lnf_rstd, logits, probs, losses, preds, total: off }
+    }
+
+    /// Residual stream entering layer `l` (l = n_layer: the stream before ln_f).
+    pub fn residual(&self, l: usize) -> Slot {
+        if l == 0 {
+            self.encoded
+        } else {
+            self.layers[l - 1].res3
+        }
+    }
+}
+
+/// Activation buffers for one (B, T), plus backward scratch when training.
+pub struct Acts<B: Backend> {
+    pub layout: ActLayout,
+    pub buf: B::Buffer,
+    grad: Option<GradScratch<B>>,
+}
+
+/// Activation-gradient scratch (llm.c's fp32 CUDA scheme: a few buffers reused by every layer).
+struct GradScratch<B: Backend> {
+    dres: B::Buffer,
+    dbtc: B::Buffer,
+    dqkv: B::Buffer,
+    dfch: B::Buffer,
+    datt: B::Buffer,
+}
+
+/// AdamW hyper-parameters (TinyMem recipe by default).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamW {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW { lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weight_decay: 0.1 }
+    }
+}
+
+pub struct Model<B: Backend> {
+    pub dev: Arc<Device<B>>,
+    pub cfg: ModelConfig,
+    pub layout: ParamLayout,
+    pub params: B::Buffer,
+    grads: Option<B::Buffer>,
+    adam_m: Option<B::Buffer>,
+    adam_v: Option<B::Buffer>,
+    /// AdamW steps taken so far.
+    pub step: u64,
+    acts: Option<Acts<B>>,
+}
+
+/// Per-position results of a forward pass, downloaded for the host.
+pub struct ForwardOutput {
+    /// Mean cross-entropy over the positions with a target.
+    pub loss: f64,
+    pub n_targets: usize,
+    /// Per-position losses [B, T] (0 where no target).
+    pub losses: Vec<f32>,
+    /// Argmax next-token prediction per position [B, T].
+    pub preds: Vec<u32>,
+}
+
+impl<B: Backend> Model<B> {
+    /// A freshly initialised model (HF GPT-2 `_init_weights`, drawn from Philox with `seed`).
+    pub fn new(dev: Arc<Device<B>>, cfg: ModelConfig, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        let layout = ParamLayout::new(&cfg);
+        let host = init_params(&cfg, &layout, seed);
+        Self::from_params(dev, cfg, &host)
+    }
+
+    /// A model with the given flat parameters (`layout` order).
+    pub fn from_params(dev: Arc<Device<B>>, cfg: ModelConfig, host: &[f32]) -> Result<Self> {
+        cfg.validate()?;
+        let layout = ParamLayout::new(&cfg);
+        if host.len() != layout.total {
+            return Err(Error::Checkpoint(format!(
+                "parameter count {} does not match the configuration ({})",
+                host.len(),
+                layout.total
+            )));
+        }
+        if let Some(i) = host.iter().position(|x| !x.is_finite()) {
+            let name = layout.views.iter().find(|v| v.range().contains(&i)).map(|v| v.name.clone()).unwrap_or_default();
+            return Err(Error::Numerical(format!("non-finite weight in {name}")));
+        }
+        let params = dev.alloc(layout.total)?;
+        dev.upload_f32(dev.view(&params), host);
+        Ok(Model { dev, cfg, layout, params, grads: None, adam_m: None, adam_v: None, step: 0, acts: None })
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.layout.total
+    }
+
+    pub fn download_params(&self) -> Vec<f32> {
+        self.dev.download_f32(self.dev.view(&self.params))
+    }
+
+    pub fn upload_params(&mut self, host: &[f32]) {
+        let dev = self.dev.clone();
+        dev.upload_f32(dev.view(&self.params), host);
+    }
+
+    pub fn download_grads(&self) -> Option<Vec<f32>> {
+        self.grads.as_ref().map(|g| self.dev.download_f32(self.dev.view(g)))
+    }
+
+    /// AdamW first and second moments, if training has started.
+    pub fn download_adam_state(&self) -> Option<(Vec<f32>, Vec<f32>)> {
+        match (&self.adam_m, &self.adam_v) {
+            (Some(m), Some(v)) => Some((self.dev.download_f32(self.dev.view(m)), self.dev.download_f32(self.dev.view(v)))),
+            _ => None,
+        }
+    }
+
+    /// Restore AdamW state (resume).
+    pub fn upload_adam_state(&mut self, m: &[f32], v: &[f32], step: u64) -> Result<()> {
+        if m.len() != self.layout.total || v.len() != self.layout.total {
+            return Err(Error::Checkpoint("optimizer state does not match the model size".into()));
+        }
+        self.ensure_training_buffers()?;
+        let dev = self.dev.clone();
+        dev.upload_f32(dev.view(self.adam_m.as_ref().unwrap()), m);
+        dev.upload_f32(dev.view(self.adam_v.as_ref().unwrap()), v);
+        self.step = step;
+        Ok(())
+    }
+
+    fn ensure_training_buffers(&mut self) -> Result<()> {
+        if self.grads.is_none() {
+            self.grads = Some(self.dev.alloc(self.layout.total)?);
+            self.adam_m = Some(self.dev.alloc(self.layout.total)?);
+            self.adam_v = Some(self.dev.alloc(self.layout.total)?);
+        }
+        Ok(())
+    }
+
+    /// Activation buffers for (b, t), reallocated only when the shape changes.
+    fn ensure_acts(&mut self, b: usize, t: usize, training: bool) -> Result<()> {
+        let fits = matches!(&self.acts, Some(a) if a.layout.b == b && a.layout.t == t);
+        if !fits {
+            let layout = ActLayout::new(&self.cfg, b, t);
+            let buf = self.dev.alloc(layout.total)?;
+            self.acts = Some(Acts { layout, buf, grad: None });
+        }
+        if training && self.acts.as_ref().unwrap().grad.is_none() {
+            let c = self.cfg.n_embd;
+            let bt = b * t;
+            let d = &self.dev;
+            let scratch = d.backend.attention_scratch_len(b, t, self.cfg.n_head).max(1);
+            let g = GradScratch {
+                dres: d.alloc(bt * c)?,
+                dbtc: d.alloc(bt * c)?,
+                dqkv: d.alloc(bt * 3 * c)?,
+                dfch: d.alloc(bt * 4 * c)?,
+                datt: d.alloc(scratch)?,
+            };
+            self.acts.as_mut().unwrap().grad = Some(g);
+        }
+        Ok(())
+    }
+
+    /// The activations of the last forward pass.
+    pub fn acts(&self) -> Option<&Acts<B>> {
+        self.acts.as_ref()
+    }
+
+    /// Download one slot of the last forward pass (e.g. `layers[l].fch_act`, or `residual(l)`).
+    pub fn download_slot(&self, slot: Slot) -> Vec<f32> {
+        let a = self.acts.as_ref().expect("no forward pass has run");
+        self.dev.download_f32(View::new(&a.buf, slot.off, slot.len))
+    }
+
+    /// Check token ids and length before anything touches the device.
+    pub fn check_tokens(&self, tokens: &[u32], b: usize, t: usize) -> Result<()> {
+        if b == 0 || t == 0 {
+            return Err(Error::Input("empty batch".into()));
+        }
+        if tokens.len() != b * t {
+            return Err(Error::Input(format!("{} tokens given for a batch of {b} × {t}", tokens.len())));
+        }
+        if t > self.cfg.n_positions {
+            return Err(Error::Input(format!(
+                "sequence length {t} is longer than the model's context of {}",
+                self.cfg.n_positions
+            )));
+        }
+        if let Some((i, &id)) = tokens.iter().enumerate().find(|(_, &id)| id as usize >= self.cfg.vocab_size) {
+            return Err(Error::Input(format!(
+                "token id {id} at row {}, position {} is outside the vocabulary of {}",
+                i / t,
+                i % t,
+                self.cfg.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Causal-LM targets: position t predicts token t+1; the last position (and, with `mask_pad`,
+    /// padding targets) get no target.
+    pub fn lm_targets(&self, tokens: &[u32], b: usize, t: usize, mask_pad: bool) -> Vec<u32> {
+        let mut tg = vec![IGNORE_TARGET; b * t];
+        for bi in 0..b {
+            for ti in 0..t - 1 {
+                let next = tokens[bi * t + ti + 1];
+                if !(mask_pad && Some(next) == self.cfg.pad_token_id) {
+                    tg[bi * t + ti] = next;
+                }
+            }
+        }
+        tg
+    }
+
+    /// Forward pass over a [b, t] batch. With `targets`, also per-position losses and predictions.
+    pub fn forward(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<()> {
+        self.check_tokens(tokens, b, t)?;
+        self.ensure_acts(b, t, false)?;
+        let a = self.acts.as_ref().unwrap();
+        let l = &a.layout;
+        let dev = &self.dev;
+        let av = |s: Slot| View::new(&a.buf, s.off, s.len);
+        dev.upload_u32(av(l.tokens), tokens);
+        if let Some(tg) = targets {
+            if tg.len() != b * t {
+                return Err(Error::Input("targets do not match the batch shape".into()));
+            }
+            if let Some(&bad) = tg.iter().find(|&&x| x != IGNORE_TARGET && x as usize >= self.cfg.vocab_size) {
+                return Err(Error::Input(format!("target id {bad} is outside the vocabulary")));
+            }
+            dev.upload_u32(av(l.targets), tg);
+        }
+        self.forward_ops(b, t, targets.is_some());
+        Ok(())
+    }
+
+    /// The op sequence of the forward pass (tokens/targets already on the device).
+    fn forward_ops(&self, b: usize, t: usize, with_loss: bool) {
+        let cfg = &self.cfg;
+        let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
+        let n = b * t;
+        let a = self.acts.as_ref().unwrap();
+        let l = &a.layout;
+        let dev = &self.dev;
+        let av = |s: Slot| View::new(&a.buf, s.off, s.len);
+        let pv = |k: ParamKind, layer: usize| View::new(&self.params, self.layout.offset(k, layer), self.layout.len(k));
+        use ParamKind::*;
+
+        dev.exec(Op::EncoderForward { out: av(l.encoded), tokens: av(l.tokens), wte: pv(Wte, 0), wpe: pv(Wpe, 0), b, t, c, pos0: 0 });
+        for (li, s) in l.layers.iter().enumerate() {
+            let residual = av(l.residual(li));
+            dev.exec(Op::LayerNormForward { out: av(s.ln1), mean: av(s.ln1_mean), rstd: av(s.ln1_rstd), inp: residual, weight: pv(Ln1W, li), bias: pv(Ln1B, li), n, c, eps: cfg.layer_norm_epsilon });
+            dev.exec(Op::MatmulForward { out: av(s.qkv), inp: av(s.ln1), weight: pv(AttnW, li), bias: Some(pv(AttnB, li)), n, c, oc: 3 * c, layout: WeightLayout::InOut });
+            dev.exec(Op::AttentionForward { out: av(s.atty), att: av(s.att), qkv: av(s.qkv), b, t, c, nh });
+            dev.exec(Op::MatmulForward { out: av(s.attproj), inp: av(s.atty), weight: pv(AttnProjW, li), bias: Some(pv(AttnProjB, li)), n, c, oc: c, layout: WeightLayout::InOut });
+            dev.exec(Op::Residual { out: av(s.res2), a: residual, b: av(s.attproj), n: n * c });
+            dev.exec(Op::LayerNormForward { out: av(s.ln2), mean: av(s.ln2_mean), rstd: av(s.ln2_rstd), inp: av(s.res2), weight: pv(Ln2W, li), bias: pv(Ln2B, li), n, c, eps: cfg.layer_norm_epsilon });
+            dev.exec(Op::MatmulForward { out: av(s.fch), inp: av(s.ln2), weight: pv(FcW, li), bias: Some(pv(FcB, li)), n, c, oc: 4 * c, layout: WeightLayout::InOut });
+            dev.exec(Op::ActivationForward { out: av(s.fch_act), inp: av(s.fch), n: n * 4 * c, act: cfg.activation });
+            dev.exec(Op::MatmulForward { out: av(s.fcproj), inp: av(s.fch_act), weight: pv(FcProjW, li), bias: Some(pv(FcProjB, li)), n, c: 4 * c, oc: c, layout: WeightLayout::InOut });
+            dev.exec(Op::Residual { out: av(s.res3), a: av(s.res2), b: av(s.fcproj), n: n * c });
+        }
+        let top = av(l.residual(cfg.n_layer));
+        dev.exec(Op::LayerNormForward { out: av(l.lnf), mean: av(l.lnf_mean), rstd: av(l.lnf_rstd), inp: top, weight: pv(LnfW, 0), bias: pv(LnfB, 0), n, c, eps: cfg.layer_norm_epsilon });
+        dev.exec(Op::MatmulForward { out: av(l.logits), inp: av(l.lnf), weight: pv(Wte, 0), bias: None, n, c, oc: v, layout: WeightLayout::OutIn });
+        if with_loss {
+            dev.exec(Op::SoftmaxCrossEntropyForward { losses: av(l.losses), probs: av(l.probs), logits: av(l.logits), targets: av(l.targets), n, v });
+        }
+        dev.exec(Op::Argmax { out: av(l.preds), logits: av(l.logits), n, v, suppress: None });
+    }
+
+    /// Logits of the last forward pass, [B, T, V].
+    pub fn download_logits(&self) -> Vec<f32> {
+        let a = self.acts.as_ref().expect("no forward pass has run");
+        self.download_slot(a.layout.logits)
+    }
+
+    /// Forward with targets and download losses and predictions.
+    pub fn evaluate(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize) -> Result<ForwardOutput> {
+        self.forward(tokens, Some(targets), b, t)?;
+        let l = self.acts.as_ref().unwrap().layout.clone();
+        let losses = self.download_slot(l.losses);
+        let preds = bytemuck::cast_slice(&self.download_slot(l.preds)).to_vec();
+        let n_targets = targets.iter().filter(|&&x| x != IGNORE_TARGET).count();
+        let loss = losses.iter().map(|&x| x as f64).sum::<f64>() / n_targets.max(1) as f64;
+        Ok(ForwardOutput { loss, n_targets, losses, preds })
+    }
+
+    /// Forward + backward: parameter gradients of the mean loss (zeroed first). Returns the loss.
+    pub fn forward_backward(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize) -> Result<f64> {
+        self.ensure_training_buffers()?;
+        self.ensure_acts(b, t, true)?;
+        self.forward(tokens, Some(targets), b, t)?;
+        let n_targets = targets.iter().filter(|&&x| x != IGNORE_TARGET).count();
+        if n_targets == 0 {
+            return Err(Error::Input("batch has no target positions".into()));
+        }
+        let losses = self.download_slot(self.acts.as_ref().unwrap().layout.losses);
+        let loss = losses.iter().map(|&x| x as f64).sum::<f64>() / n_targets as f64;
+        self.backward_ops(b, t, 1.0 / n_targets as f32);
+        Ok(loss)
+    }
+
+    /// The op sequence of the backward pass, walking the forward in reverse.
+    fn backward_ops(&self, b: usize, t: usize, dloss: f32) {
+        let cfg = &self.cfg;
+        let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
+        let n = b * t;
+        let a = self.acts.as_ref().unwrap();
+        let g = a.grad.as_ref().unwrap();
+        let l = &a.layout;
+        let dev = &self.dev;
+        let grads = self.grads.as_ref().unwrap();
+        let av = |s: Slot| View::new(&a.buf, s.off, s.len);
+        let pv = |k: ParamKind, layer: usize| View::new(&self.params, self.layout.offset(k, layer), self.layout.len(k));
+        let gv = |k: ParamKind, layer: usize| View::new(grads, self.layout.offset(k, layer), self.layout.len(k));
+        let (dres, dbtc, dqkv, dfch) =
+            (dev.view(&g.dres), dev.view(&g.dbtc), dev.view(&g.dqkv), dev.view(&g.dfch));
+        use ParamKind::*;
+
+        dev.exec(Op::Fill { dst: dev.view(grads), value: 0.0 });
+        // d(logits) overwrites the probabilities in place.
+        let dlogits = av(l.probs);
+        dev.exec(Op::CrossEntropyBackward { dlogits, probs: av(l.probs), targets: av(l.targets), scale: dloss, n, v });
+        dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: Some(gv(Wte, 0)), dbias: None, dout: dlogits, inp: av(l.lnf), weight: pv(Wte, 0), n, c, oc: v, layout: WeightLayout::OutIn });
+        dev.exec(Op::Fill { dst: dres, value: 0.0 });
+        let top = av(l.residual(cfg.n_layer));
+        dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gv(LnfW, 0), dbias: gv(LnfB, 0), dout: dbtc, inp: top, weight: pv(LnfW, 0), mean: av(l.lnf_mean), rstd: av(l.lnf_rstd), n, c });
+        for li in (0..cfg.n_layer).rev() {
+            let s = &l.layers[li];
+            // MLP: res3 = res2 + proj(act(fc(ln2(res2)))); d(res3) is in dres.
+            dev.exec(Op::MatmulBackward { dinp: Some(dfch), dweight: Some(gv(FcProjW, li)), dbias: Some(gv(FcProjB, li)), dout: dres, inp: av(s.fch_act), weight: pv(FcProjW, li), n, c: 4 * c, oc: c, layout: WeightLayout::InOut });
+            dev.exec(Op::ActivationBackward { dinp: dfch, inp: av(s.fch), dout: dfch, n: n * 4 * c, act: cfg.activation });
+            dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: Some(gv(FcW, li)), dbias: Some(gv(FcB, li)), dout: dfch, inp: av(s.ln2), weight: pv(FcW, li), n, c, oc: 4 * c, layout: WeightLayout::InOut });
+            dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gv(Ln2W, li), dbias: gv(Ln2B, li), dout: dbtc, inp: av(s.res2), weight: pv(Ln2W, li), mean: av(s.ln2_mean), rstd: av(s.ln2_rstd), n, c });
+            // Attention: res2 = res + proj(attn(qkv(ln1(res)))); d(res2) is in dres.
+            dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: Some(gv(AttnProjW, li)), dbias: Some(gv(AttnProjB, li)), dout: dres, inp: av(s.atty), weight: pv(AttnProjW, li), n, c, oc: c, layout: WeightLayout::InOut });
+            dev.exec(Op::AttentionBackward { dqkv, scratch: dev.view(&g.datt), dout: dbtc, qkv: av(s.qkv), att: av(s.att), b, t, c, nh });
+            dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: Some(gv(AttnW, li)), dbias: Some(gv(AttnB, li)), dout: dqkv, inp: av(s.ln1), weight: pv(AttnW, li), n, c, oc: 3 * c, layout: WeightLayout::InOut });
+            dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gv(Ln1W, li), dbias: gv(Ln1B, li), dout: dbtc, inp: av(l.residual(li)), weight: pv(Ln1W, li), mean: av(s.ln1_mean), rstd: av(s.ln1_rstd), n, c });
+        }
+        dev.exec(Op::EncoderBackward { dwte: gv(Wte, 0), dwpe: gv(Wpe, 0), dout: dres, tokens: av(l.tokens), b, t, c, pos0: 0 });
+    }
+
+    /// One AdamW update with the current gradients.
+    pub fn adamw_update(&mut self, h: &AdamW) -> Result<()> {
+        self.ensure_training_buffers()?;
+        self.step += 1;
+        let dev = &self.dev;
+        dev.exec(Op::AdamW {
+            params: dev.view(&self.params),
+            grads: dev.view(self.grads.as_ref().unwrap()),
+            m: dev.view(self.adam_m.as_ref().unwrap()),
+            v: dev.view(self.adam_v.as_ref().unwrap()),
+            step: self.step,
+            lr: h.lr,
+            beta1: h.beta1,
+            beta2: h.beta2,
+            eps: h.eps,
+            weight_decay: h.weight_decay,
+        });
+        Ok(())
+    }
+
+    /// forward → backward → AdamW. A non-finite loss stops with an error naming the step.
+    pub fn train_step(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, h: &AdamW) -> Result<f64> {
+        let loss = self.forward_backward(tokens, targets, b, t)?;
+        if !loss.is_finite() {
+            return Err(Error::Numerical(format!("loss is {loss} at step {}", self.step + 1)));
+        }
+        self.adamw_update(h)?;
+        Ok(loss)
+    }
+}
+
+/// HF GPT-2 `_init_weights`: N(0, σ²) for matrices and embeddings, σ/√(2·n_layer) for the residual
+/// projections, LayerNorm 1/0, biases 0.
+pub fn init_params(cfg: &ModelConfig, layout: &ParamLayout, seed: u64) -> Vec<f32> {
+    let mut p = vec![0f32; layout.total];
+    let std = cfg.initializer_range as f64;
+    let proj_std = std / (2.0 * cfg.n_layer as f64).sqrt();
+    for (i, view) in layout.views.iter().enumerate() {
+        use ParamKind::*;
+        let sigma = match view.kind {
+            Wte | Wpe | AttnW | FcW => std,
+            AttnProjW | FcProjW => proj_std,
+            Ln1W | Ln2W | LnfW => {
+                p[view.range()].fill(1.0);
+                continue;
+            }
+            _ => continue,
+        };
+        // One stream per tensor, so a tensor's init does not depend on the others' sizes.
+        let mut rng = Stream::new(seed, purpose::INIT, i as u32);
+        for x in &mut p[view.range()] {
+            *x = (rng.normal() * sigma) as f32;
+        }
+    }
+    p
+}

@@ -1,0 +1,87 @@
+//! Runtime benchmark: one TinyMem training step (forward, backward, AdamW) and KV-cached greedy
+//! generation, on the cpu backend. Prints one JSON line per workload (compare with
+//! benches/baselines/*.py through benches/compare.sh). Not a test: nothing here asserts a speed.
+//!
+//! cargo bench --bench runtime -- [--batch 8,128] [--layers 4] [--steps 5] [--profile]
+
+use memsieve::backend::cpu::CpuBackend;
+use memsieve::backend::Device;
+use memsieve::model::config::ModelConfig;
+use memsieve::model::generate::GenerateOptions;
+use memsieve::model::{AdamW, Model};
+use memsieve::rng::{purpose, Stream};
+use std::sync::Arc;
+use std::time::Instant;
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let layers: usize = arg("--layers", "4").parse().unwrap();
+    let steps: usize = arg("--steps", "5").parse().unwrap();
+    let profile = std::env::args().any(|a| a == "--profile");
+    let workloads = arg("--workloads", "train,generate");
+    let dev = Arc::new(Device::new(CpuBackend::new()));
+    let cfg = ModelConfig::tinymem_math(layers);
+    let threads = rayon::current_num_threads();
+    let mut rng = Stream::new(0, purpose::MISC, 0);
+    let t = 150;
+    if workloads.contains("train") {
+        for b in arg("--batch", "8,128").split(',').map(|s| s.parse::<usize>().unwrap()) {
+            let mut m = Model::new(dev.clone(), cfg.clone(), 0).unwrap();
+            let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(14) as u32).collect();
+            let targets = m.lm_targets(&tokens, b, t, false);
+            let h = AdamW::default();
+            for _ in 0..2 {
+                m.train_step(&tokens, &targets, b, t, &h).unwrap();
+            }
+            dev.profile.reset();
+            dev.profile.enable(profile);
+            let mut times = vec![];
+            for _ in 0..steps {
+                let t0 = Instant::now();
+                m.train_step(&tokens, &targets, b, t, &h).unwrap();
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            dev.profile.enable(false);
+            let med = median(times);
+            // Analytic count of tinymem.md §7 (full T×T attention), for comparison with PyTorch's figure.
+            let flops = 3.0 * (b * t) as f64 * (layers as f64 * (2.0 * 196_608.0 + 4.0 * t as f64 * 128.0) + 2.0 * 128.0 * 14.0);
+            println!(
+                "{{\"workload\":\"train_step\",\"impl\":\"memsieve-cpu\",\"batch\":{b},\"layers\":{layers},\"threads\":{threads},\"median_ms\":{:.2},\"tokens_per_s\":{:.0},\"gflops_analytic\":{:.1}}}",
+                med * 1e3,
+                (b * t) as f64 / med,
+                flops / med / 1e9
+            );
+            if profile {
+                eprintln!("{}", dev.profile.table());
+            }
+        }
+    }
+    if workloads.contains("generate") {
+        let n: usize = arg("--prompts", "64").parse().unwrap();
+        let mut m = Model::new(dev.clone(), cfg.clone(), 0).unwrap();
+        let prompts: Vec<Vec<u32>> =
+            (0..n).map(|_| (0..50).map(|_| [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12][rng.below(11) as usize]).collect()).collect();
+        let opts = GenerateOptions { max_length: 150, min_length: 150, batch: n };
+        m.generate(&prompts, &opts).unwrap();
+        let mut times = vec![];
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            m.generate(&prompts, &opts).unwrap();
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        let med = median(times);
+        println!(
+            "{{\"workload\":\"generate\",\"impl\":\"memsieve-cpu\",\"prompts\":{n},\"layers\":{layers},\"threads\":{threads},\"median_s\":{med:.4},\"new_tokens_per_s\":{:.0}}}",
+            (n * 100) as f64 / med
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! Fused softmax + cross-entropy over the vocabulary.
+
+use super::{rd, rd_u32, same, wr, CpuBuffer};
+use crate::backend::{View, IGNORE_TARGET};
+use rayon::prelude::*;
+
+type V<'a> = View<'a, CpuBuffer>;
+
+pub fn forward(losses: V, probs: V, logits: V, targets: V, n: usize, v: usize) {
+    let (l, tg) = (rd(logits), rd_u32(targets));
+    let (losses, probs) = (wr(losses), wr(probs));
+    probs[..n * v].par_chunks_mut(v).zip(losses[..n].par_iter_mut()).enumerate().for_each(|(i, (p, loss))| {
+        let row = &l[i * v..(i + 1) * v];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for (pj, x) in p.iter_mut().zip(row) {
+            *pj = (x - max).exp();
+            sum += *pj;
+        }
+        let inv = 1.0 / sum;
+        for pj in p.iter_mut() {
+            *pj *= inv;
+        }
+        let target = tg[i];
+        // log-sum-exp form: exact for tiny probabilities.
+        *loss = if target == IGNORE_TARGET { 0.0 } else { sum.ln() + max - row[target as usize] };
+    });
+}
+
+pub fn backward(dlogits: V, probs: V, targets: V, scale: f32, n: usize, v: usize) {
+    let tg = rd_u32(targets);
+    let in_place = same(dlogits, probs);
+    let p: &[f32] = if in_place { &[] } else { rd(probs) };
+    wr(dlogits)[..n * v].par_chunks_mut(v).enumerate().for_each(|(i, d)| {
+        let target = tg[i];
+        if target == IGNORE_TARGET {
+            d.fill(0.0);
+            return;
+        }
+        for j in 0..v {
+            let pj = if in_place { d[j] } else { p[i * v + j] };
+            let ind = if j == target as usize { 1.0 } else { 0.0 };
+            d[j] = (pj - ind) * scale;
+        }
+    });
+}

@@ -1,0 +1,52 @@
+//! Small ops: residual add, fill, strided copy, argmax.
+
+use super::{rd, wr, CpuBuffer};
+use crate::backend::View;
+use rayon::prelude::*;
+
+type V<'a> = View<'a, CpuBuffer>;
+
+const CHUNK: usize = 16384;
+
+pub fn residual(out: V, a: V, b: V, n: usize) {
+    let (a, b) = (rd(a), rd(b));
+    wr(out)[..n].par_chunks_mut(CHUNK).enumerate().for_each(|(i, o)| {
+        let base = i * CHUNK;
+        for (j, oj) in o.iter_mut().enumerate() {
+            *oj = a[base + j] + b[base + j];
+        }
+    });
+}
+
+pub fn fill(dst: V, value: f32) {
+    wr(dst).par_chunks_mut(CHUNK).for_each(|c| c.fill(value));
+}
+
+pub fn copy2d(dst: V, src: V, rows: usize, cols: usize, dst_stride: usize, src_stride: usize) {
+    let (d, s) = (wr(dst), rd(src));
+    for r in 0..rows {
+        d[r * dst_stride..r * dst_stride + cols].copy_from_slice(&s[r * src_stride..r * src_stride + cols]);
+    }
+}
+
+/// First maximal index per row (torch.argmax's tie rule); writes token ids as u32 words.
+pub fn argmax(out: V, logits: V, n: usize, v: usize, suppress: Option<u32>) {
+    let l = rd(logits);
+    let o: &mut [u32] = bytemuck::cast_slice_mut(wr(out));
+    for (i, oi) in o[..n].iter_mut().enumerate() {
+        let row = &l[i * v..(i + 1) * v];
+        let mut best = usize::MAX;
+        let mut best_val = f32::NEG_INFINITY;
+        for (j, &x) in row.iter().enumerate() {
+            if Some(j as u32) == suppress {
+                continue;
+            }
+            // NaN counts as the maximum, as in torch.argmax.
+            if best == usize::MAX || x > best_val || (x.is_nan() && !best_val.is_nan()) {
+                best = j;
+                best_val = x;
+            }
+        }
+        *oi = best as u32;
+    }
+}

@@ -1,0 +1,188 @@
+//! The cpu backend (the reference): rayon over rows/heads, matmuls through the `gemm` crate.
+//! One file per op family, side by side with `shaders/*.wgsl` and `kernels/*.cu`.
+
+mod activation;
+mod adamw;
+mod attention;
+mod crossentropy;
+mod elementwise;
+mod encoder;
+mod layernorm;
+mod matmul;
+
+use super::{Backend, Op, View};
+use crate::error::{Error, Result};
+use std::cell::UnsafeCell;
+
+/// A host buffer of 4-byte words. Interior mutability mirrors device memory: ops write through
+/// shared handles, and the op contract (disjoint outputs) is what keeps them sound.
+pub struct CpuBuffer {
+    data: UnsafeCell<Vec<f32>>,
+}
+
+// Safety: ops on disjoint ranges may run concurrently; that is the device-memory contract.
+unsafe impl Sync for CpuBuffer {}
+unsafe impl Send for CpuBuffer {}
+
+impl CpuBuffer {
+    fn len(&self) -> usize {
+        unsafe { (*self.data.get()).len() }
+    }
+}
+
+/// Read access to a view.
+#[inline]
+pub(crate) fn rd<'a>(v: View<'a, CpuBuffer>) -> &'a [f32] {
+    let data = unsafe { &*v.buf.data.get() };
+    &data[v.off..v.off + v.len]
+}
+
+/// Write access to a view. Callers must not hold a read slice that overlaps it.
+#[inline]
+#[allow(clippy::mut_from_ref)]
+pub(crate) fn wr<'a>(v: View<'a, CpuBuffer>) -> &'a mut [f32] {
+    let data = unsafe { &mut *v.buf.data.get() };
+    &mut data[v.off..v.off + v.len]
+}
+
+/// The same words read as u32 (token ids).
+#[inline]
+pub(crate) fn rd_u32<'a>(v: View<'a, CpuBuffer>) -> &'a [u32] {
+    bytemuck::cast_slice(rd(v))
+}
+
+#[inline]
+pub(crate) fn same<B>(a: View<'_, B>, b: View<'_, B>) -> bool {
+    std::ptr::eq(a.buf, b.buf) && a.off == b.off && a.len == b.len
+}
+
+/// A raw pointer that may cross threads; each task writes its own disjoint part.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub *mut f32);
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+/// Dot product with eight independent accumulators, so LLVM vectorizes it.
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        s += x * y;
+    }
+    s
+}
+
+/// y += a·x
+#[inline]
+pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// Rows per block of a deterministic reduction: fixed, so results do not depend on the thread count.
+pub(crate) const REDUCE_ROWS: usize = 64;
+
+#[derive(Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buffer = CpuBuffer;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn alloc(&self, len: usize) -> Result<CpuBuffer> {
+        let mut v: Vec<f32> = Vec::new();
+        v.try_reserve_exact(len).map_err(|_| {
+            Error::Backend(format!("cannot allocate {:.1} MiB on the cpu backend", len as f64 * 4.0 / (1 << 20) as f64))
+        })?;
+        v.resize(len, 0.0);
+        Ok(CpuBuffer { data: UnsafeCell::new(v) })
+    }
+
+    fn attention_scratch_len(&self, _b: usize, _t: usize, _nh: usize) -> usize {
+        0
+    }
+
+    fn buffer_len(&self, buf: &CpuBuffer) -> usize {
+        buf.len()
+    }
+
+    fn upload_f32(&self, dst: View<'_, CpuBuffer>, src: &[f32]) {
+        wr(dst).copy_from_slice(src);
+    }
+    fn upload_u32(&self, dst: View<'_, CpuBuffer>, src: &[u32]) {
+        wr(dst).copy_from_slice(bytemuck::cast_slice(src));
+    }
+    fn download_f32(&self, src: View<'_, CpuBuffer>, dst: &mut [f32]) {
+        dst.copy_from_slice(rd(src));
+    }
+    fn download_u32(&self, src: View<'_, CpuBuffer>, dst: &mut [u32]) {
+        dst.copy_from_slice(rd_u32(src));
+    }
+
+    fn run(&self, op: &Op<'_, CpuBuffer>) {
+        match *op {
+            Op::EncoderForward { out, tokens, wte, wpe, b, t, c, pos0 } => {
+                encoder::forward(out, tokens, wte, wpe, b, t, c, pos0)
+            }
+            Op::EncoderBackward { dwte, dwpe, dout, tokens, b, t, c, pos0 } => {
+                encoder::backward(dwte, dwpe, dout, tokens, b, t, c, pos0)
+            }
+            Op::LayerNormForward { out, mean, rstd, inp, weight, bias, n, c, eps } => {
+                layernorm::forward(out, mean, rstd, inp, weight, bias, n, c, eps)
+            }
+            Op::LayerNormBackward { dinp, dweight, dbias, dout, inp, weight, mean, rstd, n, c } => {
+                layernorm::backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, n, c)
+            }
+            Op::MatmulForward { out, inp, weight, bias, n, c, oc, layout } => {
+                matmul::forward(out, inp, weight, bias, n, c, oc, layout)
+            }
+            Op::MatmulBackward { dinp, dweight, dbias, dout, inp, weight, n, c, oc, layout } => {
+                matmul::backward(dinp, dweight, dbias, dout, inp, weight, n, c, oc, layout)
+            }
+            Op::AttentionForward { out, att, qkv, b, t, c, nh } => attention::forward(out, att, qkv, b, t, c, nh),
+            Op::AttentionBackward { dqkv, scratch: _, dout, qkv, att, b, t, c, nh } => {
+                attention::backward(dqkv, dout, qkv, att, b, t, c, nh)
+            }
+            Op::AttentionDecode { out, cache, b, pos, t_max, c, nh } => {
+                attention::decode(out, cache, b, pos, t_max, c, nh)
+            }
+            Op::ActivationForward { out, inp, n, act } => activation::forward(out, inp, n, act),
+            Op::ActivationBackward { dinp, inp, dout, n, act } => activation::backward(dinp, inp, dout, n, act),
+            Op::Residual { out, a, b, n } => elementwise::residual(out, a, b, n),
+            Op::SoftmaxCrossEntropyForward { losses, probs, logits, targets, n, v } => {
+                crossentropy::forward(losses, probs, logits, targets, n, v)
+            }
+            Op::CrossEntropyBackward { dlogits, probs, targets, scale, n, v } => {
+                crossentropy::backward(dlogits, probs, targets, scale, n, v)
+            }
+            Op::AdamW { params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay } => {
+                adamw::update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay)
+            }
+            Op::Argmax { out, logits, n, v, suppress } => elementwise::argmax(out, logits, n, v, suppress),
+            Op::Fill { dst, value } => elementwise::fill(dst, value),
+            Op::Copy2d { dst, src, rows, cols, dst_stride, src_stride } => {
+                elementwise::copy2d(dst, src, rows, cols, dst_stride, src_stride)
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The op-level backend interface (llm.c style): every op is a forward/backward pair over device buffers.
+//!
+//! Ops are plain data (`Op`), so there is exactly one dispatch point (`Device::exec`) that knows each
+//! call's name, shapes, FLOPs and bytes — the profiler hooks in there — and a backend is one `run`
+//! that matches on the op. Buffers are untyped 4-byte words (f32, or u32 token ids) that stay on the
+//! device; the host touches them only through `upload`/`download`.
+//!
+//! Gradient conventions (documented once, obeyed by every backend):
+//! - parameter gradients (`dweight`, `dbias`, `dwte`, `dwpe`) are **accumulated** (`+=`);
+//! - activation gradients are **overwritten** (`=`), except `LayerNormBackward::dinp`, which accumulates,
+//!   because a layernorm's input is the residual stream whose gradient also flows through the skip path;
+//! - elementwise ops may run in place (output view equal to an input view); other ops need disjoint views.
+
+pub mod cpu;
+pub mod profile;
+
+use crate::error::{Error, Result};
+use crate::model::config::Activation;
+
+/// Token id that marks "no target" in a target buffer (loss 0, gradient 0).
+pub const IGNORE_TARGET: u32 = u32::MAX;
+
+/// A range of a device buffer, in 4-byte words.
+pub struct View<'a, Buf> {
+    pub buf: &'a Buf,
+    pub off: usize,
+    pub len: usize,
+}
+
+impl<Buf> Clone for View<'_, Buf> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<Buf> Copy for View<'_, Buf> {}
+
+impl<'a, Buf> View<'a, Buf> {
+    pub fn new(buf: &'a Buf, off: usize, len: usize) -> Self {
+        View { buf, off, len }
+    }
+    /// A sub-range, relative to this view.
+    pub fn slice(&self, off: usize, len: usize) -> Self {
+        assert!(off + len <= self.len, "view slice {off}+{len} beyond length {}", self.len);
+        View { buf: self.buf, off: self.off + off, len }
+    }
+}
+
+/// Storage order of a matmul weight. HF Conv1D weights are [in, out]; the tied LM head (`wte`) is [out, in].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    InOut,
+    OutIn,
+}
+
+/// One op call. `n` is a row count (B·T), `c` an input width, `oc` an output width.
+pub enum Op<'a, Buf> {
+    /// out[b,t,:] = wte[tok[b,t]] + wpe[pos0 + t]
+    EncoderForward { out: View<'a, Buf>, tokens: View<'a, Buf>, wte: View<'a, Buf>, wpe: View<'a, Buf>, b: usize, t: usize, c: usize, pos0: usize },
+    EncoderBackward { dwte: View<'a, Buf>, dwpe: View<'a, Buf>, dout: View<'a, Buf>, tokens: View<'a, Buf>, b: usize, t: usize, c: usize, pos0: usize },
+    /// Biased variance; caches mean and 1/std per row for the backward pass.
+    LayerNormForward { out: View<'a, Buf>, mean: View<'a, Buf>, rstd: View<'a, Buf>, inp: View<'a, Buf>, weight: View<'a, Buf>, bias: View<'a, Buf>, n: usize, c: usize, eps: f32 },
+    LayerNormBackward { dinp: View<'a, Buf>, dweight: View<'a, Buf>, dbias: View<'a, Buf>, dout: View<'a, Buf>, inp: View<'a, Buf>, weight: View<'a, Buf>, mean: View<'a, Buf>, rstd: View<'a, Buf>, n: usize, c: usize },
+    /// out[n, oc] = inp[n, c] · W (+ bias)
+    MatmulForward { out: View<'a, Buf>, inp: View<'a, Buf>, weight: View<'a, Buf>, bias: Option<View<'a, Buf>>, n: usize, c: usize, oc: usize, layout: WeightLayout },
+    MatmulBackward { dinp: Option<View<'a, Buf>>, dweight: Option<View<'a, Buf>>, dbias: Option<View<'a, Buf>>, dout: View<'a, Buf>, inp: View<'a, Buf>, weight: View<'a, Buf>, n: usize, c: usize, oc: usize, layout: WeightLayout },
+    /// Causal multi-head attention over qkv [b, t, 3c]; `att` keeps the probabilities [b, nh, t, t].
+    AttentionForward { out: View<'a, Buf>, att: View<'a, Buf>, qkv: View<'a, Buf>, b: usize, t: usize, c: usize, nh: usize },
+    /// `scratch` is [b, nh, t, t] of working space a backend may use for d(att).
+    AttentionBackward { dqkv: View<'a, Buf>, scratch: View<'a, Buf>, dout: View<'a, Buf>, qkv: View<'a, Buf>, att: View<'a, Buf>, b: usize, t: usize, c: usize, nh: usize },
+    /// One decode step against a KV cache [b, t_max, 3c] whose row `pos` already holds the new token's qkv.
+    AttentionDecode { out: View<'a, Buf>, cache: View<'a, Buf>, b: usize, pos: usize, t_max: usize, c: usize, nh: usize },
+    ActivationForward { out: View<'a, Buf>, inp: View<'a, Buf>, n: usize, act: Activation },
+    /// dinp = act'(inp) · dout (may be in place on dout).
+    ActivationBackward { dinp: View<'a, Buf>, inp: View<'a, Buf>, dout: View<'a, Buf>, n: usize, act: Activation },
+    /// out = a + b
+    Residual { out: View<'a, Buf>, a: View<'a, Buf>, b: View<'a, Buf>, n: usize },
+    /// Row softmax of logits [n, v] into probs, and losses[i] = −log probs[i, target[i]] (0 where ignored).
+    SoftmaxCrossEntropyForward { losses: View<'a, Buf>, probs: View<'a, Buf>, logits: View<'a, Buf>, targets: View<'a, Buf>, n: usize, v: usize },
+    /// dlogits = (probs − onehot(target)) · scale; rows with an ignored target get 0. May run in place on probs.
+    CrossEntropyBackward { dlogits: View<'a, Buf>, probs: View<'a, Buf>, targets: View<'a, Buf>, scale: f32, n: usize, v: usize },
+    /// PyTorch AdamW (decoupled decay, bias-corrected), `step` ≥ 1.
+    AdamW { params: View<'a, Buf>, grads: View<'a, Buf>, m: View<'a, Buf>, v: View<'a, Buf>, step: u64, lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    /// out[i] = argmax_j logits[i, j] (first maximal index), with token `suppress` masked to −∞.
+    Argmax { out: View<'a, Buf>, logits: View<'a, Buf>, n: usize, v: usize, suppress: Option<u32> },
+    Fill { dst: View<'a, Buf>, value: f32 },
+    /// Strided 2-D copy of `rows` × `cols` words (row strides in words).
+    Copy2d { dst: View<'a, Buf>, src: View<'a, Buf>, rows: usize, cols: usize, dst_stride: usize, src_stride: usize },
+}
+
+/// Cost of one op, for the profiler.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpCost {
+    pub flops: f64,
+    pub bytes: f64,
+}
+
+impl<Buf> Op<'_, Buf> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::EncoderForward { .. } => "encoder_forward",
+            Op::EncoderBackward { .. } => "encoder_backward",
+            Op::LayerNormForward { .. } => "layernorm_forward",
+            Op::LayerNormBackward { .. } => "layernorm_backward",
+            Op::MatmulForward { .. } => "matmul_forward",
+            Op::MatmulBackward { .. } => "matmul_backward",
+            Op::AttentionForward { .. } => "attention_forward",
+            Op::AttentionBackward { .. } => "attention_backward",
+            Op::AttentionDecode { .. } => "attention_decode",
+            Op::ActivationForward { .. } => "activation_forward",
+            Op::ActivationBackward { .. } => "activation_backward",
+            Op::Residual { .. } => "residual",
+            Op::SoftmaxCrossEntropyForward { .. } => "softmax_crossentropy_forward",
+            Op::CrossEntropyBackward { .. } => "crossentropy_backward",
+            Op::AdamW { .. } => "adamw",
+            Op::Argmax { .. } => "argmax",
+            Op::Fill { .. } => "fill",
+            Op::Copy2d { .. } => "copy2d",
+        }
+    }
+
+    /// Analytic FLOPs and bytes moved (fp32, each operand read or written once).
+    pub fn cost(&self) -> OpCost {
+        let f = |flops: usize, words: usize| OpCost { flops: flops as f64, bytes: 4.0 * words as f64 };
+        match *self {
+            Op::EncoderForward { b, t, c, .. } => f(b * t * c, 3 * b * t * c + b * t),
+            Op::EncoderBackward { b, t, c, .. } => f(2 * b * t * c, 3 * b * t * c + b * t),
+            Op::LayerNormForward { n, c, .. } => f(8 * n * c, 2 * n * c + 2 * n + 2 * c),
+            Op::LayerNormBackward { n, c, .. } => f(14 * n * c, 4 * n * c + 2 * n + 3 * c),
+            Op::MatmulForward { n, c, oc, bias, .. } => {
+                f(2 * n * c * oc + bias.map_or(0, |_| n * oc), n * c + c * oc + n * oc)
+            }
+            Op::MatmulBackward { dinp, dweight, dbias, n, c, oc, .. } => {
+                let mut fl = 0;
+                let mut w = n * oc;
+                if dinp.is_some() {
+                    fl += 2 * n * c * oc;
+                    w += n * c + c * oc;
+                }
+                if dweight.is_some() {
+                    fl += 2 * n * c * oc;
+                    w += n * c + 2 * c * oc;
+                }
+                if dbias.is_some() {
+                    fl += n * oc;
+                    w += 2 * oc;
+                }
+                f(fl, w)
+            }
+            // Causal: about t²/2 score entries per head, each a dot product and a weighted sum of width hs.
+            Op::AttentionForward { b, t, c, nh, .. } => {
+                let pairs = b * nh * t * (t + 1) / 2;
+                f(4 * pairs * (c / nh) + 5 * pairs, 3 * b * t * c + b * t * c + pairs)
+            }
+            Op::AttentionBackward { b, t, c, nh, .. } => {
+                let pairs = b * nh * t * (t + 1) / 2;
+                f(8 * pairs * (c / nh) + 5 * pairs, 3 * b * t * c * 2 + b * t * c + pairs)
+            }
+            Op::AttentionDecode { b, pos, c, nh, .. } => {
+                let pairs = b * nh * (pos + 1);
+                f(4 * pairs * (c / nh) + 5 * pairs, b * (pos + 1) * 2 * c + 2 * b * c)
+            }
+            Op::ActivationForward { n, .. } => f(n * 8, 2 * n),
+            Op::ActivationBackward { n, .. } => f(n * 12, 3 * n),
+            Op::Residual { n, .. } => f(n, 3 * n),
+            Op::SoftmaxCrossEntropyForward { n, v, .. } => f(5 * n * v, 2 * n * v + 2 * n),
+            Op::CrossEntropyBackward { n, v, .. } => f(2 * n * v, 2 * n * v + n),
+            Op::AdamW { params, .. } => f(params.len * 14, params.len * 7),
+            Op::Argmax { n, v, .. } => f(n * v, n * v + n),
+            Op::Fill { dst, .. } => f(0, dst.len),
+            Op::Copy2d { rows, cols, .. } => f(0, 2 * rows * cols),
+        }
+    }
+}
+
+/// A compute backend: buffer management plus one `run` per op.
+pub trait Backend: Send + Sync + 'static {
+    type Buffer: Send + Sync;
+
+    fn name(&self) -> &'static str;
+    /// A zero-filled buffer of `len` words. Fails cleanly when the device cannot hold it.
+    fn alloc(&self, len: usize) -> Result<Self::Buffer>;
+    fn buffer_len(&self, buf: &Self::Buffer) -> usize;
+    fn upload_f32(&self, dst: View<'_, Self::Buffer>, src: &[f32]);
+    fn upload_u32(&self, dst: View<'_, Self::Buffer>, src: &[u32]);
+    fn download_f32(&self, src: View<'_, Self::Buffer>, dst: &mut [f32]);
+    fn download_u32(&self, src: View<'_, Self::Buffer>, dst: &mut [u32]);
+    /// Execute one op (asynchronously where the device allows; downloads synchronize).
+    fn run(&self, op: &Op<'_, Self::Buffer>);
+    /// Wait for queued work (profiling boundaries).
+    fn synchronize(&self) {}
+    /// Words of d(att) working space `AttentionBackward` wants (the cpu backend keeps it per task).
+    fn attention_scratch_len(&self, b: usize, t: usize, nh: usize) -> usize {
+        b * nh * t * t
+    }
+}
+
+/// The single dispatch point: wraps a backend and records every op call for the profiler.
+pub struct Device<B: Backend> {
+    pub backend: B,
+    pub profile: profile::Profiler,
+}
+
+impl<B: Backend> Device<B> {
+    pub fn new(backend: B) -> Self {
+        Device { backend, profile: profile::Profiler::default() }
+    }
+
+    #[inline]
+    pub fn exec(&self, op: Op<'_, B::Buffer>) {
+        if self.profile.is_enabled() {
+            self.backend.synchronize();
+            let t0 = std::time::Instant::now();
+            self.backend.run(&op);
+            self.backend.synchronize();
+            self.profile.record(op.name(), op.cost(), t0.elapsed());
+        } else {
+            self.profile.count(op.name());
+            self.backend.run(&op);
+        }
+    }
+
+    pub fn alloc(&self, len: usize) -> Result<B::Buffer> {
+        self.backend.alloc(len)
+    }
+
+    pub fn view<'a>(&self, buf: &'a B::Buffer) -> View<'a, B::Buffer> {
+        View::new(buf, 0, self.backend.buffer_len(buf))
+    }
+
+    pub fn upload_f32(&self, dst: View<'_, B::Buffer>, src: &[f32]) {
+        assert_eq!(dst.len, src.len(), "upload length mismatch");
+        self.backend.upload_f32(dst, src)
+    }
+    pub fn upload_u32(&self, dst: View<'_, B::Buffer>, src: &[u32]) {
+        assert_eq!(dst.len, src.len(), "upload length mismatch");
+        self.backend.upload_u32(dst, src)
+    }
+    pub fn download_f32(&self, src: View<'_, B::Buffer>) -> Vec<f32> {
+        let mut out = vec![0f32; src.len];
+        self.backend.download_f32(src, &mut out);
+        out
+    }
+    pub fn download_u32(&self, src: View<'_, B::Buffer>) -> Vec<u32> {
+        let mut out = vec![0u32; src.len];
+        self.backend.download_u32(src, &mut out);
+        out
+    }
+}
+
+/// `--backend` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// A real GPU if one exists, else cpu.
+    Auto,
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+/// Resolve a choice to a backend that exists on this machine, or explain why not.
+pub fn resolve(choice: BackendChoice) -> Result<BackendChoice> {
+    match choice {
+        BackendChoice::Auto | BackendChoice::Cpu => Ok(BackendChoice::Cpu),
+        BackendChoice::Wgpu => Err(Error::Backend(
+            "the wgpu backend is not built yet in this version of memsieve (issue 3); use --backend cpu".into(),
+        )),
+        BackendChoice::Cuda => Err(Error::Backend(
+            "the cuda backend is not built yet in this version of memsieve (issue 4); use --backend cpu".into(),
+        )),
+    }
+}

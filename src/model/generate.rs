@@ -1,0 +1,121 @@
+//! Batched greedy generation with a KV cache, reproducing HF `generate(do_sample=False)` as the
+//! TinyMem reference calls it: argmax ties to the lowest id, and the EOS logit masked to −∞ while the
+//! sequence is shorter than `min_length`. Everything stays on the device; only the final tokens come back.
+
+use super::{Model, Slot};
+use crate::backend::{Backend, Op, View, WeightLayout};
+use crate::error::{Error, Result};
+use crate::model::params::ParamKind;
+
+/// Settings for `Model::generate`.
+#[derive(Clone, Copy, Debug)]
+pub struct GenerateOptions {
+    /// Total length (prompt included) to generate up to.
+    pub max_length: usize,
+    /// EOS is suppressed while the length is below this (TinyMem: = max_length).
+    pub min_length: usize,
+    /// Prompts per batched launch (memory bound).
+    pub batch: usize,
+}
+
+impl<B: Backend> Model<B> {
+    /// Greedy continuation of equal-length prompts to `max_length` tokens. Returns whole sequences.
+    pub fn generate(&mut self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+        let Some(first) = prompts.first() else { return Ok(Vec::new()) };
+        let p = first.len();
+        if prompts.iter().any(|x| x.len() != p) {
+            return Err(Error::Input("prompts in one generate call must have equal length".into()));
+        }
+        if p == 0 {
+            return Err(Error::Input("empty prompt".into()));
+        }
+        if opts.max_length > self.cfg.n_positions {
+            return Err(Error::Input(format!(
+                "max_length {} is longer than the model's context of {}",
+                opts.max_length, self.cfg.n_positions
+            )));
+        }
+        if p >= opts.max_length {
+            return Ok(prompts.iter().map(|x| x[..opts.max_length.min(p)].to_vec()).collect());
+        }
+        let mut out = Vec::with_capacity(prompts.len());
+        for chunk in prompts.chunks(opts.batch.max(1)) {
+            out.extend(self.generate_batch(chunk, opts)?);
+        }
+        Ok(out)
+    }
+
+    fn generate_batch(&mut self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+        let (b, p, lmax) = (prompts.len(), prompts[0].len(), opts.max_length);
+        let cfg = self.cfg.clone();
+        let (c, nh, v, nl) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.n_layer);
+        let suppress = |len: usize| if len < opts.min_length { cfg.eos_token_id } else { None };
+        let flat: Vec<u32> = prompts.concat();
+
+        // Prefill: one ordinary forward pass over the prompts.
+        self.forward(&flat, None, b, p)?;
+        let dev = self.dev.clone();
+        let layout = &self.layout;
+        let pv = |k: ParamKind, layer: usize| View::new(&self.params, layout.offset(k, layer), layout.len(k));
+
+        // KV cache [layer][b, lmax, 3c], output tokens [b, lmax], and one decode step's activations.
+        let cache = dev.alloc(nl * b * lmax * 3 * c)?;
+        let cache_l = |l: usize| View::new(&cache, l * b * lmax * 3 * c, b * lmax * 3 * c);
+        let tokens_out = dev.alloc(b * lmax)?;
+        let step = dev.alloc(b * (1 + 7 * c + 3 * c + 8 * c + v + 2))?;
+        let mut off = 0;
+        let mut slot = |len: usize| {
+            let s = Slot { off, len };
+            off += len;
+            View::new(&step, s.off, s.len)
+        };
+        let tok = slot(b);
+        let (x, ln, qkv, atty, proj, x2) = (slot(b * c), slot(b * c), slot(b * 3 * c), slot(b * c), slot(b * c), slot(b * c));
+        let (fch, fch_act) = (slot(b * 4 * c), slot(b * 4 * c));
+        let logits = slot(b * v);
+        let (mean, rstd) = (slot(b), slot(b));
+
+        {
+            let a = self.acts.as_ref().unwrap();
+            let al = &a.layout;
+            let av = |s: Slot| View::new(&a.buf, s.off, s.len);
+            dev.exec(Op::Copy2d { dst: dev.view(&tokens_out), src: av(al.tokens), rows: b, cols: p, dst_stride: lmax, src_stride: p });
+            for l in 0..nl {
+                dev.exec(Op::Copy2d { dst: cache_l(l), src: av(al.layers[l].qkv), rows: b, cols: p * 3 * c, dst_stride: lmax * 3 * c, src_stride: p * 3 * c });
+            }
+            // The first new token comes from the prompt's last logits.
+            let last = View::new(&a.buf, al.logits.off + (p - 1) * v, al.logits.len - (p - 1) * v);
+            dev.exec(Op::Copy2d { dst: logits, src: last, rows: b, cols: v, dst_stride: v, src_stride: p * v });
+        }
+        dev.exec(Op::Argmax { out: tok, logits, n: b, v, suppress: suppress(p) });
+        dev.exec(Op::Copy2d { dst: View::new(&tokens_out, p, b * lmax - p), src: tok, rows: b, cols: 1, dst_stride: lmax, src_stride: 1 });
+
+        let eps = cfg.layer_norm_epsilon;
+        use ParamKind::*;
+        for pos in p..lmax - 1 {
+            // Decode the token at `pos` and pick the one at `pos + 1`.
+            dev.exec(Op::EncoderForward { out: x, tokens: tok, wte: pv(Wte, 0), wpe: pv(Wpe, 0), b, t: 1, c, pos0: pos });
+            for l in 0..nl {
+                dev.exec(Op::LayerNormForward { out: ln, mean, rstd, inp: x, weight: pv(Ln1W, l), bias: pv(Ln1B, l), n: b, c, eps });
+                dev.exec(Op::MatmulForward { out: qkv, inp: ln, weight: pv(AttnW, l), bias: Some(pv(AttnB, l)), n: b, c, oc: 3 * c, layout: WeightLayout::InOut });
+                let row = cache_l(l).slice(pos * 3 * c, b * lmax * 3 * c - pos * 3 * c);
+                dev.exec(Op::Copy2d { dst: row, src: qkv, rows: b, cols: 3 * c, dst_stride: lmax * 3 * c, src_stride: 3 * c });
+                dev.exec(Op::AttentionDecode { out: atty, cache: cache_l(l), b, pos, t_max: lmax, c, nh });
+                dev.exec(Op::MatmulForward { out: proj, inp: atty, weight: pv(AttnProjW, l), bias: Some(pv(AttnProjB, l)), n: b, c, oc: c, layout: WeightLayout::InOut });
+                dev.exec(Op::Residual { out: x2, a: x, b: proj, n: b * c });
+                dev.exec(Op::LayerNormForward { out: ln, mean, rstd, inp: x2, weight: pv(Ln2W, l), bias: pv(Ln2B, l), n: b, c, eps });
+                dev.exec(Op::MatmulForward { out: fch, inp: ln, weight: pv(FcW, l), bias: Some(pv(FcB, l)), n: b, c, oc: 4 * c, layout: WeightLayout::InOut });
+                dev.exec(Op::ActivationForward { out: fch_act, inp: fch, n: b * 4 * c, act: cfg.activation });
+                dev.exec(Op::MatmulForward { out: proj, inp: fch_act, weight: pv(FcProjW, l), bias: Some(pv(FcProjB, l)), n: b, c: 4 * c, oc: c, layout: WeightLayout::InOut });
+                dev.exec(Op::Residual { out: x, a: x2, b: proj, n: b * c });
+            }
+            dev.exec(Op::LayerNormForward { out: ln, mean, rstd, inp: x, weight: pv(LnfW, 0), bias: pv(LnfB, 0), n: b, c, eps });
+            dev.exec(Op::MatmulForward { out: logits, inp: ln, weight: pv(Wte, 0), bias: None, n: b, c, oc: v, layout: WeightLayout::OutIn });
+            dev.exec(Op::Argmax { out: tok, logits, n: b, v, suppress: suppress(pos + 1) });
+            let col = View::new(&tokens_out, pos + 1, b * lmax - pos - 1);
+            dev.exec(Op::Copy2d { dst: col, src: tok, rows: b, cols: 1, dst_stride: lmax, src_stride: 1 });
+        }
+        let all = dev.download_u32(dev.view(&tokens_out));
+        Ok(all.chunks(lmax).map(|r| r.to_vec()).collect())
+    }
+}

@@ -1,0 +1,96 @@
+//! Shared test helpers: one cpu device, fixture loading, tolerance checks.
+#![allow(dead_code)]
+
+use memsieve::backend::cpu::CpuBackend;
+use memsieve::backend::Device;
+use memsieve::model::config::ModelConfig;
+use memsieve::model::params::ParamLayout;
+use safetensors::{Dtype, SafeTensors};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+pub fn cpu_device() -> Arc<Device<CpuBackend>> {
+    static DEV: OnceLock<Arc<Device<CpuBackend>>> = OnceLock::new();
+    DEV.get_or_init(|| Arc::new(Device::new(CpuBackend::new()))).clone()
+}
+
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// One golden fixture file written by tests/gen_fixtures.py.
+pub struct Fixture {
+    bytes: Vec<u8>,
+    pub cfg: ModelConfig,
+    pub params: Vec<f32>,
+    pub tokens: Vec<u32>,
+    pub b: usize,
+    pub t: usize,
+}
+
+impl Fixture {
+    pub fn load(name: &str) -> Fixture {
+        let path = fixture_path(&format!("{name}.safetensors"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run tests/gen_fixtures.py)", path.display()));
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        let hf: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
+        let cfg = memsieve::checkpoint::config_from_hf_json(&hf).unwrap();
+        let mut f = Fixture { bytes, cfg: cfg.clone(), params: vec![], tokens: vec![], b: 0, t: 0 };
+        let layout = ParamLayout::new(&cfg);
+        let mut params = vec![0f32; layout.total];
+        for v in &layout.views {
+            let t = f.tensor(&v.name);
+            assert_eq!(t.len(), v.len(), "{}", v.name);
+            params[v.range()].copy_from_slice(&t);
+        }
+        f.params = params;
+        let st = SafeTensors::deserialize(&f.bytes).unwrap();
+        let shape = st.tensor("tokens").unwrap().shape().to_vec();
+        f.b = shape[0];
+        f.t = shape[1];
+        f.tokens = f.ints("tokens");
+        f
+    }
+
+    pub fn tensor(&self, name: &str) -> Vec<f32> {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture has no tensor {name}"));
+        assert_eq!(t.dtype(), Dtype::F32, "{name}");
+        t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    }
+
+    pub fn ints(&self, name: &str) -> Vec<u32> {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(name).unwrap();
+        match t.dtype() {
+            Dtype::I32 => t.data().chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u32).collect(),
+            Dtype::I64 => t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect(),
+            d => panic!("{name}: unexpected dtype {d:?}"),
+        }
+    }
+
+    pub fn int_rows(&self, name: &str) -> Vec<Vec<u32>> {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let cols = st.tensor(name).unwrap().shape()[1];
+        self.ints(name).chunks(cols).map(|r| r.to_vec()).collect()
+    }
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// |a − b| ≤ atol + rtol·|b| elementwise, reporting the worst offender.
+pub fn assert_close(a: &[f32], b: &[f32], atol: f32, rtol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: length");
+    let mut worst = (0usize, 0f32);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let excess = (x - y).abs() - (atol + rtol * y.abs());
+        if !(excess <= worst.1) || x.is_nan() {
+            worst = (i, if x.is_nan() { f32::INFINITY } else { excess });
+        }
+    }
+    assert!(worst.1 <= 0.0, "{what}: element {} is {} vs reference {} (atol {atol}, rtol {rtol})", worst.0, a[worst.0], b[worst.0]);
+}
