@@ -78,6 +78,13 @@ fn main() {
             m.generate(&prompts, &opts).unwrap();
             times.push(t0.elapsed().as_secs_f64());
         }
+        if profile {
+            dev.profile.reset();
+            dev.profile.enable(true);
+            m.generate(&prompts, &opts).unwrap();
+            dev.profile.enable(false);
+            eprintln!("{}", dev.profile.table());
+        }
         let med = median(times);
         println!(
             "{{\"workload\":\"generate\",\"impl\":\"memsieve-cpu\",\"prompts\":{n},\"layers\":{layers},\"threads\":{threads},\"median_s\":{med:.4},\"new_tokens_per_s\":{:.0}}}",

@@ -6,3 +6,5 @@ pub mod rng;
 
 pub use error::{Error, Result};
 pub mod backend;
+pub mod metrics;
+pub mod train;

@@ -67,8 +67,11 @@ pub enum Op<'a, Buf> {
     AttentionForward { out: View<'a, Buf>, att: View<'a, Buf>, qkv: View<'a, Buf>, b: usize, t: usize, c: usize, nh: usize },
     /// `scratch` is [b, nh, t, t] of working space a backend may use for d(att).
     AttentionBackward { dqkv: View<'a, Buf>, scratch: View<'a, Buf>, dout: View<'a, Buf>, qkv: View<'a, Buf>, att: View<'a, Buf>, b: usize, t: usize, c: usize, nh: usize },
-    /// One decode step against a KV cache [b, t_max, 3c] whose row `pos` already holds the new token's qkv.
-    AttentionDecode { out: View<'a, Buf>, cache: View<'a, Buf>, b: usize, pos: usize, t_max: usize, c: usize, nh: usize },
+    /// Store the k and v of qkv [b, t, 3c] at positions pos0..pos0+t of a KV cache laid out per
+    /// (row, head) as kᵀ [hs, t_max] then v [t_max, hs], so a decode step reads both contiguously.
+    KvCacheWrite { cache: View<'a, Buf>, qkv: View<'a, Buf>, b: usize, t: usize, pos0: usize, t_max: usize, c: usize, nh: usize },
+    /// One decode step: queries from qkv [b, 3c] against cached positions 0..=pos.
+    AttentionDecode { out: View<'a, Buf>, qkv: View<'a, Buf>, cache: View<'a, Buf>, b: usize, pos: usize, t_max: usize, c: usize, nh: usize },
     ActivationForward { out: View<'a, Buf>, inp: View<'a, Buf>, n: usize, act: Activation },
     /// dinp = act'(inp) · dout (may be in place on dout).
     ActivationBackward { dinp: View<'a, Buf>, inp: View<'a, Buf>, dout: View<'a, Buf>, n: usize, act: Activation },
@@ -83,8 +86,8 @@ pub enum Op<'a, Buf> {
     /// out[i] = argmax_j logits[i, j] (first maximal index), with token `suppress` masked to −∞.
     Argmax { out: View<'a, Buf>, logits: View<'a, Buf>, n: usize, v: usize, suppress: Option<u32> },
     Fill { dst: View<'a, Buf>, value: f32 },
-    /// Strided 2-D copy of `rows` × `cols` words (row strides in words).
-    Copy2d { dst: View<'a, Buf>, src: View<'a, Buf>, rows: usize, cols: usize, dst_stride: usize, src_stride: usize },
+    /// Strided copy of `batches` × `rows` × `cols` words (strides in words).
+    CopyStrided { dst: View<'a, Buf>, src: View<'a, Buf>, batches: usize, rows: usize, cols: usize, dst_strides: [usize; 2], src_strides: [usize; 2] },
 }
 
 /// Cost of one op, for the profiler.
@@ -105,6 +108,7 @@ impl<Buf> Op<'_, Buf> {
             Op::MatmulBackward { .. } => "matmul_backward",
             Op::AttentionForward { .. } => "attention_forward",
             Op::AttentionBackward { .. } => "attention_backward",
+            Op::KvCacheWrite { .. } => "kv_cache_write",
             Op::AttentionDecode { .. } => "attention_decode",
             Op::ActivationForward { .. } => "activation_forward",
             Op::ActivationBackward { .. } => "activation_backward",
@@ -114,7 +118,7 @@ impl<Buf> Op<'_, Buf> {
             Op::AdamW { .. } => "adamw",
             Op::Argmax { .. } => "argmax",
             Op::Fill { .. } => "fill",
-            Op::Copy2d { .. } => "copy2d",
+            Op::CopyStrided { .. } => "copy_strided",
         }
     }
 
@@ -155,6 +159,7 @@ impl<Buf> Op<'_, Buf> {
                 let pairs = b * nh * t * (t + 1) / 2;
                 f(8 * pairs * (c / nh) + 5 * pairs, 3 * b * t * c * 2 + b * t * c + pairs)
             }
+            Op::KvCacheWrite { b, t, c, .. } => f(0, 4 * b * t * c),
             Op::AttentionDecode { b, pos, c, nh, .. } => {
                 let pairs = b * nh * (pos + 1);
                 f(4 * pairs * (c / nh) + 5 * pairs, b * (pos + 1) * 2 * c + 2 * b * c)
@@ -167,7 +172,7 @@ impl<Buf> Op<'_, Buf> {
             Op::AdamW { params, .. } => f(params.len * 14, params.len * 7),
             Op::Argmax { n, v, .. } => f(n * v, n * v + n),
             Op::Fill { dst, .. } => f(0, dst.len),
-            Op::Copy2d { rows, cols, .. } => f(0, 2 * rows * cols),
+            Op::CopyStrided { batches, rows, cols, .. } => f(0, 2 * batches * rows * cols),
         }
     }
 }

@@ -58,9 +58,11 @@ impl<B: Backend> Model<B> {
         let layout = &self.layout;
         let pv = |k: ParamKind, layer: usize| View::new(&self.params, layout.offset(k, layer), layout.len(k));
 
-        // KV cache [layer][b, lmax, 3c], output tokens [b, lmax], and one decode step's activations.
-        let cache = dev.alloc(nl * b * lmax * 3 * c)?;
-        let cache_l = |l: usize| View::new(&cache, l * b * lmax * 3 * c, b * lmax * 3 * c);
+        // KV cache [layer][b, 2c·lmax] (k and v only: 4 layers × 64 prompts fit in a 48 MiB L3), output
+        // tokens [b, lmax], and one decode step's activations.
+        let kv = 2 * c;
+        let cache = dev.alloc(nl * b * lmax * kv)?;
+        let cache_l = |l: usize| View::new(&cache, l * b * lmax * kv, b * lmax * kv);
         let tokens_out = dev.alloc(b * lmax)?;
         let step = dev.alloc(b * (1 + 7 * c + 3 * c + 8 * c + v + 2))?;
         let mut off = 0;
@@ -79,16 +81,16 @@ impl<B: Backend> Model<B> {
             let a = self.acts.as_ref().unwrap();
             let al = &a.layout;
             let av = |s: Slot| View::new(&a.buf, s.off, s.len);
-            dev.exec(Op::Copy2d { dst: dev.view(&tokens_out), src: av(al.tokens), rows: b, cols: p, dst_stride: lmax, src_stride: p });
+            dev.exec(Op::CopyStrided { dst: dev.view(&tokens_out), src: av(al.tokens), batches: 1, rows: b, cols: p, dst_strides: [0, lmax], src_strides: [0, p] });
             for l in 0..nl {
-                dev.exec(Op::Copy2d { dst: cache_l(l), src: av(al.layers[l].qkv), rows: b, cols: p * 3 * c, dst_stride: lmax * 3 * c, src_stride: p * 3 * c });
+                dev.exec(Op::KvCacheWrite { cache: cache_l(l), qkv: av(al.layers[l].qkv), b, t: p, pos0: 0, t_max: lmax, c, nh });
             }
             // The first new token comes from the prompt's last logits.
             let last = View::new(&a.buf, al.logits.off + (p - 1) * v, al.logits.len - (p - 1) * v);
-            dev.exec(Op::Copy2d { dst: logits, src: last, rows: b, cols: v, dst_stride: v, src_stride: p * v });
+            dev.exec(Op::CopyStrided { dst: logits, src: last, batches: 1, rows: b, cols: v, dst_strides: [0, v], src_strides: [0, p * v] });
         }
         dev.exec(Op::Argmax { out: tok, logits, n: b, v, suppress: suppress(p) });
-        dev.exec(Op::Copy2d { dst: View::new(&tokens_out, p, b * lmax - p), src: tok, rows: b, cols: 1, dst_stride: lmax, src_stride: 1 });
+        dev.exec(Op::CopyStrided { dst: View::new(&tokens_out, p, b * lmax - p), src: tok, batches: 1, rows: b, cols: 1, dst_strides: [0, lmax], src_strides: [0, 1] });
 
         let eps = cfg.layer_norm_epsilon;
         use ParamKind::*;
@@ -98,9 +100,8 @@ impl<B: Backend> Model<B> {
             for l in 0..nl {
                 dev.exec(Op::LayerNormForward { out: ln, mean, rstd, inp: x, weight: pv(Ln1W, l), bias: pv(Ln1B, l), n: b, c, eps });
                 dev.exec(Op::MatmulForward { out: qkv, inp: ln, weight: pv(AttnW, l), bias: Some(pv(AttnB, l)), n: b, c, oc: 3 * c, layout: WeightLayout::InOut });
-                let row = cache_l(l).slice(pos * 3 * c, b * lmax * 3 * c - pos * 3 * c);
-                dev.exec(Op::Copy2d { dst: row, src: qkv, rows: b, cols: 3 * c, dst_stride: lmax * 3 * c, src_stride: 3 * c });
-                dev.exec(Op::AttentionDecode { out: atty, cache: cache_l(l), b, pos, t_max: lmax, c, nh });
+                dev.exec(Op::KvCacheWrite { cache: cache_l(l), qkv, b, t: 1, pos0: pos, t_max: lmax, c, nh });
+                dev.exec(Op::AttentionDecode { out: atty, qkv, cache: cache_l(l), b, pos, t_max: lmax, c, nh });
                 dev.exec(Op::MatmulForward { out: proj, inp: atty, weight: pv(AttnProjW, l), bias: Some(pv(AttnProjB, l)), n: b, c, oc: c, layout: WeightLayout::InOut });
                 dev.exec(Op::Residual { out: x2, a: x, b: proj, n: b * c });
                 dev.exec(Op::LayerNormForward { out: ln, mean, rstd, inp: x2, weight: pv(Ln2W, l), bias: pv(Ln2B, l), n: b, c, eps });
@@ -113,7 +114,7 @@ impl<B: Backend> Model<B> {
             dev.exec(Op::MatmulForward { out: logits, inp: ln, weight: pv(Wte, 0), bias: None, n: b, c, oc: v, layout: WeightLayout::OutIn });
             dev.exec(Op::Argmax { out: tok, logits, n: b, v, suppress: suppress(pos + 1) });
             let col = View::new(&tokens_out, pos + 1, b * lmax - pos - 1);
-            dev.exec(Op::Copy2d { dst: col, src: tok, rows: b, cols: 1, dst_stride: lmax, src_stride: 1 });
+            dev.exec(Op::CopyStrided { dst: col, src: tok, batches: 1, rows: b, cols: 1, dst_strides: [0, lmax], src_strides: [0, 1] });
         }
         let all = dev.download_u32(dev.view(&tokens_out));
         Ok(all.chunks(lmax).map(|r| r.to_vec()).collect())

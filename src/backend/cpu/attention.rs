@@ -1,51 +1,59 @@
 //! Causal multi-head attention: one rayon task per (batch row, head), scores kept as probabilities.
 
-use super::{axpy, dot, rd, wr, CpuBuffer, SyncPtr};
+use super::{axpy, rd, softmax_in_place, wr, CpuBuffer, SyncPtr};
 use crate::backend::View;
 use rayon::prelude::*;
 
 type V<'a> = View<'a, CpuBuffer>;
 
-/// Softmax of `s[..len]` in place (max-subtracted).
+/// C[m, n] (=|+=) A·B for small per-head matrices, single-threaded (we are inside a rayon task).
+/// Strides are (row, col) in elements.
+#[allow(clippy::too_many_arguments)]
 #[inline]
-fn softmax_in_place(s: &mut [f32]) {
-    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for x in s.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
-    for x in s.iter_mut() {
-        *x *= inv;
+fn small_gemm(
+    m: usize, n: usize, k: usize,
+    dst: *mut f32, d_rs: usize, accumulate: bool,
+    a: *const f32, a_rs: usize, a_cs: usize,
+    b: *const f32, b_rs: usize, b_cs: usize,
+) {
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            dst, 1, d_rs as isize,
+            accumulate,
+            a, a_cs as isize, a_rs as isize,
+            b, b_cs as isize, b_rs as isize,
+            if accumulate { 1.0 } else { 0.0 }, 1.0,
+            false, false, false, gemm::Parallelism::None,
+        )
     }
 }
 
+/// Per (batch row, head): S = Q·Kᵀ/√hs as one small GEMM, causal softmax row by row, Y = P·V.
 pub fn forward(out: V, att: V, qkv: V, b: usize, t: usize, c: usize, nh: usize) {
     let hs = c / nh;
     let scale = 1.0 / (hs as f32).sqrt();
     let qkv = rd(qkv);
     let out_ptr = SyncPtr(wr(out).as_mut_ptr());
-    wr(att)[..b * nh * t * t].par_chunks_mut(t * t).enumerate().for_each(|(bh, att_bh)| {
+    wr(att)[..b * nh * t * t].par_chunks_mut(t * t).enumerate().for_each(|(bh, p)| {
         let (bi, h) = bi_h(bh, nh);
         let o = out_ptr;
+        let base = qkv[bi * t * 3 * c..].as_ptr();
+        let (q, k, v) = unsafe { (base.add(h * hs), base.add(c + h * hs), base.add(2 * c + h * hs)) };
+        // Scores for the causal lower triangle (the upper part is computed and discarded: one GEMM is
+        // cheaper than t short dot products).
+        small_gemm(t, t, hs, p.as_mut_ptr(), t, false, q, 3 * c, 1, k, 1, 3 * c);
         for ti in 0..t {
-            let q = &qkv[(bi * t + ti) * 3 * c + h * hs..][..hs];
-            let row = &mut att_bh[ti * t..(ti + 1) * t];
-            for t2 in 0..=ti {
-                let k = &qkv[(bi * t + t2) * 3 * c + c + h * hs..][..hs];
-                row[t2] = dot(q, k) * scale;
+            let row = &mut p[ti * t..(ti + 1) * t];
+            for x in row[..=ti].iter_mut() {
+                *x *= scale;
             }
             softmax_in_place(&mut row[..=ti]);
             row[ti + 1..].fill(0.0);
-            // Safety: this task alone writes head h of batch row bi.
-            let y = unsafe { std::slice::from_raw_parts_mut(o.0.add((bi * t + ti) * c + h * hs), hs) };
-            y.fill(0.0);
-            for t2 in 0..=ti {
-                let v = &qkv[(bi * t + t2) * 3 * c + 2 * c + h * hs..][..hs];
-                axpy(y, row[t2], v);
-            }
         }
+        // Safety: this task alone writes head h of batch row bi.
+        let y = unsafe { o.0.add(bi * t * c + h * hs) };
+        small_gemm(t, hs, t, y, c, false, p.as_ptr(), t, 1, v, 3 * c, 1);
     });
 }
 
@@ -54,65 +62,87 @@ fn bi_h(bh: usize, nh: usize) -> (usize, usize) {
     (bh / nh, bh % nh)
 }
 
+/// Per (batch row, head): dV = Pᵀ·dY, dP = dY·Vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP))/√hs, dQ = dS·K, dK = dSᵀ·Q.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(dqkv: V, dout: V, qkv: V, att: V, b: usize, t: usize, c: usize, nh: usize) {
     let hs = c / nh;
     let scale = 1.0 / (hs as f32).sqrt();
     let (qkv, att, dout) = (rd(qkv), rd(att), rd(dout));
     let dptr = SyncPtr(wr(dqkv).as_mut_ptr());
-    (0..b * nh).into_par_iter().for_each(|bh| {
+    (0..b * nh).into_par_iter().for_each_init(
+        || vec![0f32; t * t],
+        |ds, bh| {
+            let (bi, h) = bi_h(bh, nh);
+            let d = dptr;
+            let p = &att[bh * t * t..(bh + 1) * t * t];
+            let base = qkv[bi * t * 3 * c..].as_ptr();
+            let (q, k, v) = unsafe { (base.add(h * hs), base.add(c + h * hs), base.add(2 * c + h * hs)) };
+            let dy = dout[bi * t * c + h * hs..].as_ptr();
+            // Safety: this task alone owns the q/k/v columns of head h in batch row bi.
+            let dbase = unsafe { d.0.add(bi * t * 3 * c) };
+            let (dq, dk, dv) = unsafe { (dbase.add(h * hs), dbase.add(c + h * hs), dbase.add(2 * c + h * hs)) };
+            small_gemm(t, hs, t, dv, 3 * c, false, p.as_ptr(), 1, t, dy, c, 1);
+            small_gemm(t, t, hs, ds.as_mut_ptr(), t, false, dy, c, 1, v, 1, 3 * c);
+            for ti in 0..t {
+                let (pr, dr) = (&p[ti * t..ti * t + ti + 1], &mut ds[ti * t..(ti + 1) * t]);
+                let s: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                for (x, a) in dr[..=ti].iter_mut().zip(pr) {
+                    *x = a * (*x - s) * scale;
+                }
+                dr[ti + 1..].fill(0.0);
+            }
+            small_gemm(t, hs, t, dq, 3 * c, false, ds.as_ptr(), t, 1, k, 3 * c, 1);
+            small_gemm(t, hs, t, dk, 3 * c, false, ds.as_ptr(), 1, t, q, 3 * c, 1);
+        },
+    );
+}
+
+/// Cache layout per (row bi, head h): kᵀ [hs, t_max] then v [t_max, hs].
+#[allow(clippy::too_many_arguments)]
+pub fn kv_cache_write(cache: V, qkv: V, b: usize, t: usize, pos0: usize, t_max: usize, c: usize, nh: usize) {
+    let hs = c / nh;
+    let qkv = rd(qkv);
+    wr(cache)[..b * nh * 2 * hs * t_max].par_chunks_mut(2 * hs * t_max).enumerate().for_each(|(bh, blk)| {
         let (bi, h) = bi_h(bh, nh);
-        let d = dptr;
-        // Safety: this task alone owns the q/k/v columns of head h in batch row bi.
-        let col = |ti: usize, part: usize| unsafe {
-            std::slice::from_raw_parts_mut(d.0.add((bi * t + ti) * 3 * c + part * c + h * hs), hs)
-        };
+        let (kt, v) = blk.split_at_mut(hs * t_max);
         for ti in 0..t {
-            for part in 0..3 {
-                col(ti, part).fill(0.0);
+            let row = &qkv[(bi * t + ti) * 3 * c..];
+            let pos = pos0 + ti;
+            for d in 0..hs {
+                kt[d * t_max + pos] = row[c + h * hs + d];
             }
-        }
-        let mut datt = vec![0f32; t];
-        for ti in 0..t {
-            let a = &att[(bh * t + ti) * t..][..t];
-            let dy = &dout[(bi * t + ti) * c + h * hs..][..hs];
-            let mut s = 0f32;
-            for t2 in 0..=ti {
-                let v = &qkv[(bi * t + t2) * 3 * c + 2 * c + h * hs..][..hs];
-                datt[t2] = dot(dy, v);
-                s += a[t2] * datt[t2];
-                axpy(col(t2, 2), a[t2], dy);
-            }
-            let q = &qkv[(bi * t + ti) * 3 * c + h * hs..][..hs];
-            for t2 in 0..=ti {
-                let dpre = a[t2] * (datt[t2] - s) * scale;
-                let k = &qkv[(bi * t + t2) * 3 * c + c + h * hs..][..hs];
-                axpy(col(ti, 0), dpre, k);
-                axpy(col(t2, 1), dpre, q);
-            }
+            v[pos * hs..(pos + 1) * hs].copy_from_slice(&row[2 * c + h * hs..][..hs]);
         }
     });
 }
 
-/// One query per (row, head) at position `pos` against cached keys/values 0..=pos.
-pub fn decode(out: V, cache: V, b: usize, pos: usize, t_max: usize, c: usize, nh: usize) {
+/// One query per (row, head) at position `pos` against cached keys/values 0..=pos: the scores are
+/// hs axpys over kᵀ rows, the output pos+1 axpys over v rows — both contiguous and vectorized.
+#[allow(clippy::too_many_arguments)]
+pub fn decode(out: V, qkv: V, cache: V, b: usize, pos: usize, t_max: usize, c: usize, nh: usize) {
     let hs = c / nh;
     let scale = 1.0 / (hs as f32).sqrt();
-    let cache = rd(cache);
-    let out_ptr = SyncPtr(wr(out).as_mut_ptr());
-    (0..b * nh).into_par_iter().for_each(|bh| {
-        let (bi, h) = bi_h(bh, nh);
-        let o = out_ptr;
-        let base = bi * t_max * 3 * c;
-        let q = &cache[base + pos * 3 * c + h * hs..][..hs];
-        let mut s: Vec<f32> =
-            (0..=pos).map(|t2| dot(q, &cache[base + t2 * 3 * c + c + h * hs..][..hs]) * scale).collect();
-        softmax_in_place(&mut s);
-        // Safety: this task alone writes head h of row bi.
-        let y = unsafe { std::slice::from_raw_parts_mut(o.0.add(bi * c + h * hs), hs) };
-        y.fill(0.0);
-        for (t2, p) in s.iter().enumerate() {
-            axpy(y, *p, &cache[base + t2 * 3 * c + 2 * c + h * hs..][..hs]);
-        }
-    });
+    let (qkv, cache) = (rd(qkv), rd(cache));
+    let n = pos + 1;
+    wr(out)[..b * c].par_chunks_mut(c).enumerate().for_each_init(
+        || vec![0f32; n],
+        |s, (bi, y_row)| {
+            s.resize(n, 0.0);
+            for h in 0..nh {
+                let blk = &cache[(bi * nh + h) * 2 * hs * t_max..];
+                let (kt, v) = (&blk[..hs * t_max], &blk[hs * t_max..2 * hs * t_max]);
+                let q = &qkv[bi * 3 * c + h * hs..][..hs];
+                s.fill(0.0);
+                for d in 0..hs {
+                    axpy(s, q[d] * scale, &kt[d * t_max..d * t_max + n]);
+                }
+                softmax_in_place(s);
+                let y = &mut y_row[h * hs..(h + 1) * hs];
+                y.fill(0.0);
+                for (t2, p) in s.iter().enumerate() {
+                    axpy(y, *p, &v[t2 * hs..(t2 + 1) * hs]);
+                }
+            }
+        },
+    );
 }

@@ -14,7 +14,7 @@ pub fn forward(losses: V, probs: V, logits: V, targets: V, n: usize, v: usize) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
         for (pj, x) in p.iter_mut().zip(row) {
-            *pj = (x - max).exp();
+            *pj = super::fast_exp(x - max);
             sum += *pj;
         }
         let inv = 1.0 / sum;

@@ -22,10 +22,13 @@ pub fn fill(dst: V, value: f32) {
     wr(dst).par_chunks_mut(CHUNK).for_each(|c| c.fill(value));
 }
 
-pub fn copy2d(dst: V, src: V, rows: usize, cols: usize, dst_stride: usize, src_stride: usize) {
+pub fn copy_strided(dst: V, src: V, batches: usize, rows: usize, cols: usize, ds: [usize; 2], ss: [usize; 2]) {
     let (d, s) = (wr(dst), rd(src));
-    for r in 0..rows {
-        d[r * dst_stride..r * dst_stride + cols].copy_from_slice(&s[r * src_stride..r * src_stride + cols]);
+    for bi in 0..batches {
+        for r in 0..rows {
+            let (o, i) = (bi * ds[0] + r * ds[1], bi * ss[0] + r * ss[1]);
+            d[o..o + cols].copy_from_slice(&s[i..i + cols]);
+        }
     }
 }
 

@@ -62,26 +62,6 @@ pub(crate) struct SyncPtr(pub *mut f32);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
-/// Dot product with eight independent accumulators, so LLVM vectorizes it.
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        s += x * y;
-    }
-    s
-}
-
 /// y += a·x
 #[inline]
 pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
@@ -163,8 +143,11 @@ impl Backend for CpuBackend {
             Op::AttentionBackward { dqkv, scratch: _, dout, qkv, att, b, t, c, nh } => {
                 attention::backward(dqkv, dout, qkv, att, b, t, c, nh)
             }
-            Op::AttentionDecode { out, cache, b, pos, t_max, c, nh } => {
-                attention::decode(out, cache, b, pos, t_max, c, nh)
+            Op::KvCacheWrite { cache, qkv, b, t, pos0, t_max, c, nh } => {
+                attention::kv_cache_write(cache, qkv, b, t, pos0, t_max, c, nh)
+            }
+            Op::AttentionDecode { out, qkv, cache, b, pos, t_max, c, nh } => {
+                attention::decode(out, qkv, cache, b, pos, t_max, c, nh)
             }
             Op::ActivationForward { out, inp, n, act } => activation::forward(out, inp, n, act),
             Op::ActivationBackward { dinp, inp, dout, n, act } => activation::backward(dinp, inp, dout, n, act),
@@ -180,9 +163,61 @@ impl Backend for CpuBackend {
             }
             Op::Argmax { out, logits, n, v, suppress } => elementwise::argmax(out, logits, n, v, suppress),
             Op::Fill { dst, value } => elementwise::fill(dst, value),
-            Op::Copy2d { dst, src, rows, cols, dst_stride, src_stride } => {
-                elementwise::copy2d(dst, src, rows, cols, dst_stride, src_stride)
+            Op::CopyStrided { dst, src, batches, rows, cols, dst_strides, src_strides } => {
+                elementwise::copy_strided(dst, src, batches, rows, cols, dst_strides, src_strides)
             }
         }
+    }
+}
+
+/// exp(x) for x ≤ 0-ish softmax arguments, branch-free so loops over it vectorize
+/// (Cephes-style: 2ⁿ·p(r) with r = x − n·ln2 split hi/lo, degree-6 polynomial; ≈ 1 ulp relative error).
+#[inline(always)]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    // Round to nearest through the 1.5·2²³ trick: vectorizes, unlike f32::round.
+    const SHIFT: f32 = 12_582_912.0;
+    let n = (x * LOG2E + SHIFT) - SHIFT;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_451_9e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// Softmax of a row in place (max-subtracted, vectorizable).
+#[inline]
+pub(crate) fn softmax_in_place(s: &mut [f32]) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for x in s.iter_mut() {
+        *x = fast_exp(*x - max);
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    for x in s.iter_mut() {
+        *x *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (super::fast_exp(x) as f64, (x as f64).exp());
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.001;
+        }
+        assert!(worst < 3e-7, "relative error {worst:e}");
     }
 }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine (Rust toolchain, gcc, Python 3.11, pip): installs what the
+# tests need, then runs them. `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# (The wgpu and cuda backends' issues add their installs here: mesa-vulkan-drivers, the NVRTC wheel.)
+
+export RUST_BACKTRACE=1
+cargo build --release --locked --all-targets
+cargo test --release --locked --all-targets 2>&1 | tee target/test.log
+# Benchmarks compile and run once in smoke mode (no timing asserted).
+cargo bench --locked --bench runtime -- --batch 2 --steps 1 --prompts 2 --layers 2

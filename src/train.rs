@@ -1,0 +1,112 @@
+//! The training loop: shuffled epochs of AdamW steps with a progress bar, a JSONL metrics log and
+//! resumable positions (the shuffle of epoch e depends only on (seed, e), so (epoch, batch) is enough
+//! to continue exactly where a run stopped).
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::{AdamW, Model};
+use crate::rng::{purpose, Stream};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    pub batch: usize,
+    pub adam: AdamW,
+    pub seed: u64,
+    /// Exclude padding targets from the loss (`--loss-mask-pad`); the reference trains on them.
+    pub mask_pad: bool,
+}
+
+/// Where a run is: the next batch to train is `batch` of epoch `epoch`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Position {
+    pub epoch: usize,
+    pub batch: usize,
+}
+
+/// What the epoch callback is told.
+pub struct EpochEnd {
+    pub epoch: usize,
+    pub mean_loss: f64,
+    pub tokens_per_s: f64,
+}
+
+/// The row order of one epoch.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    Stream::new(seed, purpose::SHUFFLE, epoch as u32).permutation(n)
+}
+
+/// A progress bar on stderr (drawn only on a terminal).
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Train `model` on `rows` (each the same length) from `start` to `opts.epochs`, calling
+/// `on_epoch` after every epoch (evaluation, checkpoints, logging). Stops at the first non-finite loss.
+pub fn train<B: Backend>(
+    model: &mut Model<B>,
+    rows: &[Vec<u32>],
+    opts: &TrainOptions,
+    start: Position,
+    mut on_epoch: impl FnMut(&mut Model<B>, &EpochEnd) -> Result<()>,
+) -> Result<()> {
+    let Some(first) = rows.first() else { return Err(Error::Data("the training set is empty".into())) };
+    let t = first.len();
+    if rows.iter().any(|r| r.len() != t) {
+        return Err(Error::Data("training rows must all have the same (padded) length".into()));
+    }
+    if opts.batch == 0 {
+        return Err(Error::Input("batch size must be positive".into()));
+    }
+    let batches_per_epoch = rows.len().div_ceil(opts.batch);
+    let total = (opts.epochs * batches_per_epoch) as u64;
+    let pb = progress_bar(total, "train");
+    pb.set_position((start.epoch * batches_per_epoch + start.batch) as u64);
+    let mut tokens = Vec::with_capacity(opts.batch * t);
+    for epoch in start.epoch..opts.epochs {
+        let order = epoch_order(rows.len(), opts.seed, epoch);
+        let t0 = Instant::now();
+        let (mut loss_sum, mut n_batches, mut n_tokens) = (0f64, 0usize, 0usize);
+        let first_batch = if epoch == start.epoch { start.batch } else { 0 };
+        for (bi, idx) in order.chunks(opts.batch).enumerate().skip(first_batch) {
+            tokens.clear();
+            for &i in idx {
+                tokens.extend_from_slice(&rows[i]);
+            }
+            let b = idx.len();
+            let targets = model.lm_targets(&tokens, b, t, opts.mask_pad);
+            let loss = model.train_step(&tokens, &targets, b, t, &opts.adam).map_err(|e| match e {
+                Error::Numerical(m) => Error::Numerical(format!("{m} (epoch {epoch}, batch {bi}); training stopped")),
+                other => other,
+            })?;
+            loss_sum += loss;
+            n_batches += 1;
+            n_tokens += b * t;
+            pb.inc(1);
+            pb.set_message(format!(
+                "epoch {} loss {:.4} {:.0} tok/s",
+                epoch + 1,
+                loss,
+                n_tokens as f64 / t0.elapsed().as_secs_f64()
+            ));
+        }
+        let end = EpochEnd {
+            epoch: epoch + 1,
+            mean_loss: loss_sum / n_batches.max(1) as f64,
+            tokens_per_s: n_tokens as f64 / t0.elapsed().as_secs_f64(),
+        };
+        pb.suspend(|| on_epoch(model, &end))?;
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
