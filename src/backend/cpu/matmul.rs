@@ -1,15 +1,23 @@
-//! out = inp·W (+ bias) and its backward, through the `gemm` crate (AVX-512 microkernels).
+//! out = inp·W (+ bias) and its backward, on the `gemm` crate's AVX-512 microkernels.
+//!
+//! Blocking chosen by measurement on 2 cores (TinyMem shapes, 19200 × {128, 384, 512}):
+//! - forward and d(inp): blocks of 256 rows per rayon task, the bias written into the block while it
+//!   is in L2 — 20–60% faster than one multi-threaded GEMM plus a separate bias pass;
+//! - d(W): the row (reduction) dimension in fixed chunks of 1024 rows, partial products summed in
+//!   chunk order — faster, and bitwise independent of the thread count;
+//! - few rows (decode steps): the output columns split in two.
 
-use super::{rd, wr, CpuBuffer, REDUCE_ROWS};
+use super::{rd, wr, CpuBuffer, SyncPtr, REDUCE_ROWS};
 use crate::backend::{View, WeightLayout};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 type V<'a> = View<'a, CpuBuffer>;
 
-fn par() -> Parallelism {
-    Parallelism::Rayon(rayon::current_num_threads())
-}
+const ROW_BLOCK: usize = 256;
+const K_CHUNK: usize = 1024;
+/// Above this many partial-product words, d(W) falls back to one multi-threaded GEMM.
+const MAX_PARTIAL_WORDS: usize = 8 << 20;
 
 /// (row stride, col stride) of W viewed as a [c, oc] matrix.
 fn w_strides(layout: WeightLayout, c: usize, oc: usize) -> (isize, isize) {
@@ -19,25 +27,67 @@ fn w_strides(layout: WeightLayout, c: usize, oc: usize) -> (isize, isize) {
     }
 }
 
+/// dst[m, n] (= or +=) a[m, k] · b[k, n], row-major dst with row stride `d_rs`; a, b given by
+/// (row stride, col stride). Single-threaded: callers parallelize over blocks.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn gemm1(
+    m: usize, n: usize, k: usize, dst: *mut f32, d_rs: usize, acc: bool,
+    a: *const f32, a_rs: isize, a_cs: isize, b: *const f32, b_rs: isize, b_cs: isize, par: Parallelism,
+) {
+    gemm::gemm(
+        m, n, k, dst, 1, d_rs as isize, acc, a, a_cs, a_rs, b, b_cs, b_rs,
+        if acc { 1.0 } else { 0.0 }, 1.0, false, false, false, par,
+    )
+}
+
+/// y[n, oc] = x[n, k] · w (w as [k, oc] by strides), plus bias rows when given; blocked as above.
+#[allow(clippy::too_many_arguments)]
+fn rows_times_w(y: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize, k: usize, oc: usize, w_rs: isize, w_cs: isize) {
+    let (wp, xp) = (SyncPtr(w.as_ptr() as *mut f32), SyncPtr(x.as_ptr() as *mut f32));
+    if n >= 2 * ROW_BLOCK {
+        y[..n * oc].par_chunks_mut(ROW_BLOCK * oc).enumerate().for_each(|(i, yb)| {
+            let (wp, xp) = (wp, xp);
+            let m = yb.len() / oc;
+            if let Some(b) = bias {
+                for row in yb.chunks_mut(oc) {
+                    row.copy_from_slice(&b[..oc]);
+                }
+            }
+            unsafe {
+                gemm1(m, oc, k, yb.as_mut_ptr(), oc, bias.is_some(), xp.0.add(i * ROW_BLOCK * k), k as isize, 1, wp.0, w_rs, w_cs, Parallelism::None)
+            }
+        });
+    } else {
+        if let Some(b) = bias {
+            for row in y[..n * oc].chunks_mut(oc) {
+                row.copy_from_slice(&b[..oc]);
+            }
+        }
+        // Few rows: split the output columns between two tasks.
+        let half = oc.div_ceil(2);
+        let yp = SyncPtr(y.as_mut_ptr());
+        (0..2usize).into_par_iter().for_each(|h| {
+            let (yp, wp, xp) = (yp, wp, xp);
+            let c0 = h * half;
+            let cols = half.min(oc - c0.min(oc));
+            if cols == 0 {
+                return;
+            }
+            // Safety: the two tasks write disjoint column ranges of y.
+            unsafe {
+                gemm1(n, cols, k, yp.0.add(c0), oc, bias.is_some(), xp.0, k as isize, 1, wp.0.offset(c0 as isize * w_cs), w_rs, w_cs, Parallelism::None)
+            }
+        });
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn forward(out: V, inp: V, weight: V, bias: Option<V>, n: usize, c: usize, oc: usize, layout: WeightLayout) {
     let (x, w, y) = (rd(inp), rd(weight), wr(out));
     assert!(x.len() >= n * c && y.len() >= n * oc && w.len() >= c * oc);
-    if let Some(b) = bias {
-        let b = rd(b);
-        y[..n * oc].par_chunks_mut(oc).for_each(|row| row.copy_from_slice(&b[..oc]));
-    }
     let (w_rs, w_cs) = w_strides(layout, c, oc);
-    unsafe {
-        gemm::gemm(
-            n, oc, c,
-            y.as_mut_ptr(), 1, oc as isize,
-            bias.is_some(),
-            x.as_ptr(), 1, c as isize,
-            w.as_ptr(), w_cs, w_rs,
-            1.0, 1.0, false, false, false, par(),
-        );
-    }
+    rows_times_w(y, x, w, bias.map(rd), n, c, oc, w_rs, w_cs);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -47,43 +97,41 @@ pub fn backward(
 ) {
     let (dy, x, w) = (rd(dout), rd(inp), rd(weight));
     if let Some(dinp) = dinp {
-        // dinp[n, c] = dout[n, oc] · Wᵀ (overwrite)
-        let dx = wr(dinp);
-        let (w_rs, w_cs) = w_strides(layout, c, oc); // W as [c, oc]; Wᵀ swaps the strides
-        unsafe {
-            gemm::gemm(
-                n, c, oc,
-                dx.as_mut_ptr(), 1, c as isize,
-                false,
-                dy.as_ptr(), 1, oc as isize,
-                w.as_ptr(), w_rs, w_cs,
-                0.0, 1.0, false, false, false, par(),
-            );
-        }
+        // dinp[n, c] = dout[n, oc] · Wᵀ (overwrite); Wᵀ as [oc, c] swaps W's strides.
+        let (w_rs, w_cs) = w_strides(layout, c, oc);
+        rows_times_w(wr(dinp), dy, w, None, n, oc, c, w_cs, w_rs);
     }
     if let Some(dweight) = dweight {
         let dw = wr(dweight);
-        unsafe {
-            match layout {
-                // dW[c, oc] += inpᵀ · dout
-                WeightLayout::InOut => gemm::gemm(
-                    c, oc, n,
-                    dw.as_mut_ptr(), 1, oc as isize,
-                    true,
-                    x.as_ptr(), c as isize, 1,
-                    dy.as_ptr(), 1, oc as isize,
-                    1.0, 1.0, false, false, false, par(),
-                ),
-                // dW[oc, c] += doutᵀ · inp
-                WeightLayout::OutIn => gemm::gemm(
-                    oc, c, n,
-                    dw.as_mut_ptr(), 1, c as isize,
-                    true,
-                    dy.as_ptr(), oc as isize, 1,
-                    x.as_ptr(), 1, c as isize,
-                    1.0, 1.0, false, false, false, par(),
-                ),
-            }
+        // dW as [m, nn] (InOut: [c, oc] = inpᵀ·dout; OutIn: [oc, c] = doutᵀ·inp) over the n rows.
+        let (m, nn, a, a_w, b, b_w) = match layout {
+            WeightLayout::InOut => (c, oc, x, c, dy, oc),
+            WeightLayout::OutIn => (oc, c, dy, oc, x, c),
+        };
+        let chunks = n.div_ceil(K_CHUNK);
+        if chunks * m * nn <= MAX_PARTIAL_WORDS {
+            let parts: Vec<Vec<f32>> = (0..chunks)
+                .into_par_iter()
+                .map(|i| {
+                    let k0 = i * K_CHUNK;
+                    let kk = K_CHUNK.min(n - k0);
+                    let mut p = vec![0f32; m * nn];
+                    unsafe {
+                        gemm1(m, nn, kk, p.as_mut_ptr(), nn, false, a[k0 * a_w..].as_ptr(), 1, a_w as isize, b[k0 * b_w..].as_ptr(), b_w as isize, 1, Parallelism::None)
+                    }
+                    p
+                })
+                .collect();
+            dw[..m * nn].par_chunks_mut(4096).enumerate().for_each(|(ci, d)| {
+                for p in &parts {
+                    for (di, pi) in d.iter_mut().zip(&p[ci * 4096..]) {
+                        *di += pi;
+                    }
+                }
+            });
+        } else {
+            let par = Parallelism::Rayon(rayon::current_num_threads());
+            unsafe { gemm1(m, nn, n, dw.as_mut_ptr(), nn, true, a.as_ptr(), 1, a_w as isize, b.as_ptr(), b_w as isize, 1, par) }
         }
     }
     if let Some(dbias) = dbias {
