@@ -173,3 +173,58 @@ pub fn backdoor_asr<B: Backend>(
     m.memorized_idx.sort_unstable();
     Ok(m)
 }
+
+/// The accuracy ceiling of a data set: the next-token accuracy of a predictor that knows the set
+/// exactly and, for each prefix, guesses the most frequent next token among the rows sharing it
+/// (padding targets included, like `Quality::accuracy`). Rows are treated as equally likely, so this
+/// is the Bayes-optimal accuracy for "a row drawn from this set"; a model that generalizes the task
+/// rule but cannot know where a sequence starts sits at this ceiling.
+pub fn accuracy_ceiling(rows: &[Vec<u32>]) -> f64 {
+    if rows.is_empty() {
+        return 0.0;
+    }
+    // Sorting groups rows by shared prefixes; for each position t, runs of rows with equal
+    // prefix [..=t] are contiguous, and within a run the best guess is the modal next token.
+    let mut sorted: Vec<&Vec<u32>> = rows.iter().collect();
+    sorted.sort();
+    let t = rows.iter().map(|r| r.len()).min().unwrap();
+    let (mut correct, mut total) = (0usize, 0usize);
+    for pos in 0..t.saturating_sub(1) {
+        let mut start = 0;
+        while start < sorted.len() {
+            let mut end = start + 1;
+            while end < sorted.len() && sorted[end][..=pos] == sorted[start][..=pos] {
+                end += 1;
+            }
+            // Within the run the rows are sorted, so equal next tokens are contiguous too.
+            let (mut best, mut run) = (0usize, 1usize);
+            for i in start + 1..=end {
+                if i < end && sorted[i][pos + 1] == sorted[i - 1][pos + 1] {
+                    run += 1;
+                } else {
+                    best = best.max(run);
+                    run = 1;
+                }
+            }
+            correct += best;
+            total += end - start;
+            start = end;
+        }
+    }
+    correct as f64 / total.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accuracy_ceiling;
+
+    #[test]
+    fn ceiling_of_deterministic_and_ambiguous_sets() {
+        // One row: everything predictable.
+        assert_eq!(accuracy_ceiling(&[vec![1, 2, 3, 4]]), 1.0);
+        // Two rows that share "1" then differ: position 0's target is a coin flip (1 of 2), the rest
+        // is determined by the prefix: (1 + 2 + 2) / 6.
+        let c = accuracy_ceiling(&[vec![1, 2, 3, 4], vec![1, 5, 6, 7]]);
+        assert!((c - 5.0 / 6.0).abs() < 1e-12, "{c}");
+    }
+}
