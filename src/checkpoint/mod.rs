@@ -18,7 +18,7 @@ pub mod train_state;
 mod tests;
 
 pub use hf_config::{config_from_hf_json, config_to_hf_json, read_config, write_config, CONFIG_FILE};
-pub use train_state::{load_train_state, save_train_state, AdamHyper, TrainState, OPTIMIZER_FILE, TRAINER_STATE_FILE};
+pub use train_state::{load_train_state, save_train_state, TrainState, OPTIMIZER_FILE, TRAINER_STATE_FILE};
 
 use crate::error::{write_atomic, Error, Result};
 use crate::model::config::ModelConfig;

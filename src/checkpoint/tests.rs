@@ -367,7 +367,7 @@ fn sharded_checkpoint_loads() {
 }
 
 fn tiny_state(n: usize) -> TrainState {
-    let mut s = TrainState::new(n, 3, AdamHyper::tinymem(), json!({"data_name": "mult", "num_extra": 3000}));
+    let mut s = TrainState::new(n, 3, crate::model::AdamW::default(), json!({"data_name": "mult", "num_extra": 3000}));
     s.step = 1234;
     s.epoch = 7;
     s.batch_in_epoch = 42;

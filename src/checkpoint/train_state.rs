@@ -5,6 +5,7 @@
 use super::{parse_safetensors, serialize_f32, CONFIG_FILE};
 use crate::error::{write_atomic, Error, Result};
 use serde::{Deserialize, Serialize};
+use crate::model::AdamW;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,23 +14,6 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
 const FORMAT: &str = "memsieve-adamw";
 const FORMAT_VERSION: u32 = 1;
-
-/// AdamW hyper-parameters (PyTorch semantics, tinymem.md §3). f64, as PyTorch keeps them.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AdamHyper {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-}
-
-impl AdamHyper {
-    /// TinyMem's recipe: lr 1e-3, betas (0.9, 0.98), eps 1e-8, weight decay 0.1.
-    pub fn tinymem() -> Self {
-        AdamHyper { lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weight_decay: 0.1 }
-    }
-}
 
 /// Everything needed to resume training exactly.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,7 +27,7 @@ pub struct TrainState {
     pub batch_in_epoch: u64,
     /// Run seed; with `epoch` it determines the shuffle order.
     pub seed: u64,
-    pub adam: AdamHyper,
+    pub adam: AdamW,
     /// First moment, one value per parameter.
     pub m: Vec<f32>,
     /// Second moment, one value per parameter.
@@ -56,7 +40,7 @@ pub struct TrainState {
 
 impl TrainState {
     /// Fresh state for `n_params` parameters (zero moments, step 0).
-    pub fn new(n_params: usize, seed: u64, adam: AdamHyper, data_config: Value) -> Self {
+    pub fn new(n_params: usize, seed: u64, adam: AdamW, data_config: Value) -> Self {
         TrainState {
             step: 0,
             epoch: 0,
@@ -92,7 +76,7 @@ struct StateJson {
     epoch: u64,
     batch_in_epoch: u64,
     seed: u64,
-    adam: AdamHyper,
+    adam: AdamW,
     n_params: usize,
     data_config: Value,
     metrics: Vec<Value>,

@@ -35,7 +35,7 @@ impl Fixture {
         let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
         let meta = meta.metadata().clone().unwrap();
         let hf: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
-        let cfg = hf_config(&hf);
+        let cfg = memsieve::checkpoint::config_from_hf_json(&hf).unwrap();
         let mut f = Fixture { bytes, cfg: cfg.clone(), params: vec![], tokens: vec![], b: 0, t: 0 };
         let layout = ParamLayout::new(&cfg);
         let mut params = vec![0f32; layout.total];
@@ -95,21 +95,3 @@ pub fn assert_close(a: &[f32], b: &[f32], atol: f32, rtol: f32, what: &str) {
     assert!(worst.1 <= 0.0, "{what}: element {} is {} vs reference {} (atol {atol}, rtol {rtol})", worst.0, a[worst.0], b[worst.0]);
 }
 
-/// The few HF config keys the fixtures use (replaced by the checkpoint module's reader once merged).
-fn hf_config(hf: &serde_json::Value) -> ModelConfig {
-    let u = |k: &str| hf[k].as_u64().unwrap_or_else(|| panic!("config key {k}")) as usize;
-    let id = |k: &str| hf[k].as_u64().map(|x| x as u32);
-    ModelConfig {
-        n_layer: u("n_layer"),
-        n_embd: u("n_embd"),
-        n_head: u("n_head"),
-        n_positions: u("n_positions"),
-        vocab_size: u("vocab_size"),
-        activation: memsieve::model::config::Activation::parse(hf["activation_function"].as_str().unwrap()).unwrap(),
-        layer_norm_epsilon: hf["layer_norm_epsilon"].as_f64().unwrap() as f32,
-        initializer_range: hf["initializer_range"].as_f64().unwrap() as f32,
-        bos_token_id: id("bos_token_id"),
-        eos_token_id: id("eos_token_id"),
-        pad_token_id: id("pad_token_id"),
-    }
-}
