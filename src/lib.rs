@@ -1,11 +1,12 @@
 //! memsieve: find and remove training-data memorization in small language models.
 
+pub mod backend;
 pub mod checkpoint;
+pub mod data;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod rng;
+pub mod train;
 
 pub use error::{Error, Result};
-pub mod backend;
-pub mod metrics;
-pub mod train;
