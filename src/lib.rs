@@ -10,3 +10,4 @@ pub mod rng;
 pub mod train;
 
 pub use error::{Error, Result};
+pub mod cli;

@@ -1,1 +1,64 @@
-fn main(){}
+//! The `memsieve` command line.
+
+use clap::{Parser, Subcommand};
+use memsieve::backend::BackendChoice;
+use memsieve::cli;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "memsieve", version, about = "Find and remove training-data memorization in small language models")]
+struct Cli {
+    /// Compute backend: auto picks a real GPU if one exists, else cpu.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto, global = true)]
+    backend: BackendChoice,
+    /// Worker threads for the cpu backend (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Print a per-op profile table at the end.
+    #[arg(long, global = true)]
+    profile: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate TinyMem data, train a small model and report memorization (nothing downloaded).
+    Demo(cli::demo::DemoArgs),
+    /// Train a TinyMem model (built-in math data or a JSONL token file).
+    Train(cli::train::TrainArgs),
+    /// Evaluate a model: % memorized, accuracy, loss and perplexity.
+    Eval(cli::eval::EvalArgs),
+    /// Greedy continuation of a prompt.
+    Generate(cli::generate::GenerateArgs),
+    /// Write a TinyMem dataset (JSONL token rows plus its description).
+    Data(cli::data::DataArgs),
+    /// Backends found on this machine.
+    Info,
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    if let Some(n) = args.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+            eprintln!("error: cannot set {n} threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let ctx = cli::Context { backend: args.backend, profile: args.profile };
+    let result = match args.command {
+        Command::Demo(a) => cli::demo::run(&ctx, a),
+        Command::Train(a) => cli::train::run(&ctx, a),
+        Command::Eval(a) => cli::eval::run(&ctx, a),
+        Command::Generate(a) => cli::generate::run(&ctx, a),
+        Command::Data(a) => cli::data::run(a),
+        Command::Info => cli::info(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

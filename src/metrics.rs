@@ -3,6 +3,7 @@
 //! mean cross-entropy and perplexity (both the reference's mean of per-batch exp and exp of the mean).
 
 use crate::backend::Backend;
+use crate::data::TokenMatrix;
 use crate::error::{Error, Result};
 use crate::model::generate::GenerateOptions;
 use crate::model::Model;
@@ -25,18 +26,16 @@ pub struct Quality {
 }
 
 /// Evaluate loss, accuracy and perplexity over `rows` (each of length t) in batches.
-pub fn quality<B: Backend>(model: &mut Model<B>, rows: &[Vec<u32>], batch: usize) -> Result<Quality> {
-    let Some(first) = rows.first() else { return Err(Error::Data("empty evaluation set".into())) };
-    let t = first.len();
-    if rows.iter().any(|r| r.len() != t) {
-        return Err(Error::Data("evaluation rows must have equal length (pad them)".into()));
+pub fn quality<B: Backend>(model: &mut Model<B>, rows: &TokenMatrix, batch: usize) -> Result<Quality> {
+    if rows.rows() == 0 {
+        return Err(Error::Data("empty evaluation set".into()));
     }
+    let t = rows.cols;
     let pad = model.cfg.pad_token_id;
     let (mut loss_sum, mut n_targets, mut correct, mut correct_np, mut n_np) = (0f64, 0usize, 0usize, 0usize, 0usize);
     let (mut ppl_batches, mut n_batches) = (0f64, 0usize);
-    for chunk in rows.chunks(batch.max(1)) {
-        let b = chunk.len();
-        let tokens: Vec<u32> = chunk.concat();
+    for tokens in rows.data.chunks(batch.max(1) * t) {
+        let b = tokens.len() / t;
         let targets = model.lm_targets(&tokens, b, t, false);
         let out = model.evaluate(&tokens, &targets, b, t)?;
         for (i, &tg) in targets.iter().enumerate() {
@@ -60,7 +59,7 @@ pub fn quality<B: Backend>(model: &mut Model<B>, rows: &[Vec<u32>], batch: usize
         return Err(Error::Numerical(format!("evaluation loss is {loss}")));
     }
     Ok(Quality {
-        rows: rows.len(),
+        rows: rows.rows(),
         loss,
         accuracy: correct as f64 / n_targets.max(1) as f64,
         accuracy_no_pad: correct_np as f64 / n_np.max(1) as f64,
@@ -92,14 +91,13 @@ impl Memorization {
 pub struct MemWindow {
     pub prompt_len: usize,
     pub k: usize,
-    /// Generation runs to this total length with EOS suppressed (the reference: 150).
-    pub gen_length: usize,
+    /// Prompts per generate launch.
     pub batch: usize,
 }
 
 impl MemWindow {
-    pub fn tinymem(gen_length: usize) -> Self {
-        MemWindow { prompt_len: 50, k: 50, gen_length, batch: 128 }
+    pub fn tinymem() -> Self {
+        MemWindow { prompt_len: 50, k: 50, batch: 128 }
     }
 }
 
@@ -108,32 +106,30 @@ impl MemWindow {
 /// window equals the clean window (noise outside it) are skipped, as in the reference.
 pub fn memorization<B: Backend>(
     model: &mut Model<B>,
-    noisy: &[Vec<u32>],
-    clean: &[Vec<u32>],
+    noisy: &TokenMatrix,
+    clean: &TokenMatrix,
     w: &MemWindow,
 ) -> Result<Memorization> {
-    if noisy.len() != clean.len() {
-        return Err(Error::Data(format!("{} noisy sequences but {} clean counterparts", noisy.len(), clean.len())));
+    if noisy.rows() != clean.rows() {
+        return Err(Error::Data(format!("{} noisy sequences but {} clean counterparts", noisy.rows(), clean.rows())));
     }
     let end = w.prompt_len + w.k;
-    let mut tested_idx = Vec::new();
-    for (i, (n, c)) in noisy.iter().zip(clean).enumerate() {
-        if n.len() < end || c.len() < end {
-            return Err(Error::Data(format!("sequence {i} is shorter than the memorization window ({end})")));
-        }
-        if n[w.prompt_len..end] != c[w.prompt_len..end] {
-            tested_idx.push(i);
-        }
+    if noisy.cols < end || clean.cols < end {
+        return Err(Error::Data(format!("sequences are shorter than the memorization window ({end})")));
     }
-    let prompts: Vec<Vec<u32>> = tested_idx.iter().map(|&i| clean[i][..w.prompt_len].to_vec()).collect();
-    let len = w.gen_length.max(end);
-    let generated = model.generate(&prompts, &GenerateOptions { max_length: len, min_length: len, batch: w.batch })?;
+    let tested_idx: Vec<usize> = (0..noisy.rows())
+        .filter(|&i| crate::data::window_differs(noisy.row(i), clean.row(i), w.prompt_len, end))
+        .collect();
+    let prompts: Vec<Vec<u32>> = tested_idx.iter().map(|&i| clean.row(i)[..w.prompt_len].to_vec()).collect();
+    // The reference generates to 150 with EOS suppressed throughout; stopping at the window's end
+    // gives the same tokens up to it, since suppression holds at every step either way.
+    let generated = model.generate(&prompts, &GenerateOptions { max_length: end, min_length: end, batch: w.batch })?;
     let mut m = Memorization { tested: tested_idx.len(), ..Default::default() };
     for (g, &i) in generated.iter().zip(&tested_idx) {
-        if g[w.prompt_len..end] == noisy[i][w.prompt_len..end] {
+        if g[w.prompt_len..end] == noisy.row(i)[w.prompt_len..end] {
             m.memorized += 1;
             m.memorized_idx.push(i);
-        } else if g[w.prompt_len..end] == clean[i][w.prompt_len..end] {
+        } else if g[w.prompt_len..end] == clean.row(i)[w.prompt_len..end] {
             m.clean_output += 1;
         }
     }
@@ -141,19 +137,19 @@ pub fn memorization<B: Backend>(
 }
 
 /// Backdoor attack success: prompt with each clean sequence up to and including its trigger and count
-/// the continuations whose next `k` tokens equal the backdoored sequence.
+/// the continuations whose next `k` tokens (up to `gen_length`) equal the backdoored sequence.
 pub fn backdoor_asr<B: Backend>(
     model: &mut Model<B>,
-    backdoored: &[Vec<u32>],
-    clean: &[Vec<u32>],
+    backdoored: &TokenMatrix,
+    clean: &TokenMatrix,
     prompt_lens: &[usize],
     k: usize,
     gen_length: usize,
 ) -> Result<Memorization> {
-    if backdoored.len() != clean.len() || clean.len() != prompt_lens.len() {
+    if backdoored.rows() != clean.rows() || clean.rows() != prompt_lens.len() {
         return Err(Error::Data("backdoor sets are not aligned".into()));
     }
-    let mut m = Memorization { tested: clean.len(), ..Default::default() };
+    let mut m = Memorization { tested: clean.rows(), ..Default::default() };
     // Prompts of equal length share one batched generate call.
     let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for (i, &p) in prompt_lens.iter().enumerate() {
@@ -161,10 +157,10 @@ pub fn backdoor_asr<B: Backend>(
     }
     for (p, idx) in by_len {
         let end = (p + k).min(gen_length);
-        let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| clean[i][..p].to_vec()).collect();
-        let gen = model.generate(&prompts, &GenerateOptions { max_length: gen_length, min_length: gen_length, batch: 128 })?;
+        let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| clean.row(i)[..p].to_vec()).collect();
+        let gen = model.generate(&prompts, &GenerateOptions { max_length: end, min_length: end, batch: 128 })?;
         for (g, &i) in gen.iter().zip(&idx) {
-            if g[p..end] == backdoored[i][p..end] {
+            if g[p..end] == backdoored.row(i)[p..end] {
                 m.memorized += 1;
                 m.memorized_idx.push(i);
             }
@@ -179,15 +175,15 @@ pub fn backdoor_asr<B: Backend>(
 /// (padding targets included, like `Quality::accuracy`). Rows are treated as equally likely, so this
 /// is the Bayes-optimal accuracy for "a row drawn from this set"; a model that generalizes the task
 /// rule but cannot know where a sequence starts sits at this ceiling.
-pub fn accuracy_ceiling(rows: &[Vec<u32>]) -> f64 {
-    if rows.is_empty() {
+pub fn accuracy_ceiling(rows: &TokenMatrix) -> f64 {
+    if rows.rows() == 0 {
         return 0.0;
     }
     // Sorting groups rows by shared prefixes; for each position t, runs of rows with equal
     // prefix [..=t] are contiguous, and within a run the best guess is the modal next token.
-    let mut sorted: Vec<&Vec<u32>> = rows.iter().collect();
+    let mut sorted: Vec<&[u32]> = rows.iter_rows().collect();
     sorted.sort();
-    let t = rows.iter().map(|r| r.len()).min().unwrap();
+    let t = rows.cols;
     let (mut correct, mut total) = (0usize, 0usize);
     for pos in 0..t.saturating_sub(1) {
         let mut start = 0;
@@ -217,14 +213,15 @@ pub fn accuracy_ceiling(rows: &[Vec<u32>]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::accuracy_ceiling;
+    use crate::data::TokenMatrix;
 
     #[test]
     fn ceiling_of_deterministic_and_ambiguous_sets() {
         // One row: everything predictable.
-        assert_eq!(accuracy_ceiling(&[vec![1, 2, 3, 4]]), 1.0);
+        assert_eq!(accuracy_ceiling(&TokenMatrix::from_data(4, vec![1, 2, 3, 4]).unwrap()), 1.0);
         // Two rows that share "1" then differ: position 0's target is a coin flip (1 of 2), the rest
         // is determined by the prefix: (1 + 2 + 2) / 6.
-        let c = accuracy_ceiling(&[vec![1, 2, 3, 4], vec![1, 5, 6, 7]]);
+        let c = accuracy_ceiling(&TokenMatrix::from_data(4, vec![1, 2, 3, 4, 1, 5, 6, 7]).unwrap());
         assert!((c - 5.0 / 6.0).abs() < 1e-12, "{c}");
     }
 }

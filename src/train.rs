@@ -3,9 +3,9 @@
 //! to continue exactly where a run stopped).
 
 use crate::backend::Backend;
+use crate::data::{Batches, TokenMatrix};
 use crate::error::{Error, Result};
 use crate::model::{AdamW, Model};
-use crate::rng::{purpose, Stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -34,11 +34,6 @@ pub struct EpochEnd {
     pub tokens_per_s: f64,
 }
 
-/// The row order of one epoch.
-pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    Stream::new(seed, purpose::SHUFFLE, epoch as u32).permutation(n)
-}
-
 /// A progress bar on stderr (drawn only on a terminal).
 pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
@@ -51,41 +46,33 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// Train `model` on `rows` (each the same length) from `start` to `opts.epochs`, calling
-/// `on_epoch` after every epoch (evaluation, checkpoints, logging). Stops at the first non-finite loss.
+/// Train `model` on the rows of `data` from `start` to `opts.epochs`, calling `on_epoch` after
+/// every epoch (evaluation, checkpoints, logging). Stops at the first non-finite loss.
 pub fn train<B: Backend>(
     model: &mut Model<B>,
-    rows: &[Vec<u32>],
+    data: &TokenMatrix,
     opts: &TrainOptions,
     start: Position,
     mut on_epoch: impl FnMut(&mut Model<B>, &EpochEnd) -> Result<()>,
 ) -> Result<()> {
-    let Some(first) = rows.first() else { return Err(Error::Data("the training set is empty".into())) };
-    let t = first.len();
-    if rows.iter().any(|r| r.len() != t) {
-        return Err(Error::Data("training rows must all have the same (padded) length".into()));
+    if data.rows() == 0 {
+        return Err(Error::Data("the training set is empty".into()));
     }
-    if opts.batch == 0 {
-        return Err(Error::Input("batch size must be positive".into()));
-    }
-    let batches_per_epoch = rows.len().div_ceil(opts.batch);
+    let t = data.cols;
+    let all: Vec<usize> = (0..data.rows()).collect();
+    let batches_per_epoch = Batches::sequential(data, &all, opts.batch)?.num_batches();
     let total = (opts.epochs * batches_per_epoch) as u64;
     let pb = progress_bar(total, "train");
     pb.set_position((start.epoch * batches_per_epoch + start.batch) as u64);
-    let mut tokens = Vec::with_capacity(opts.batch * t);
     for epoch in start.epoch..opts.epochs {
-        let order = epoch_order(rows.len(), opts.seed, epoch);
         let t0 = Instant::now();
         let (mut loss_sum, mut n_batches, mut n_tokens) = (0f64, 0usize, 0usize);
         let first_batch = if epoch == start.epoch { start.batch } else { 0 };
-        for (bi, idx) in order.chunks(opts.batch).enumerate().skip(first_batch) {
-            tokens.clear();
-            for &i in idx {
-                tokens.extend_from_slice(&rows[i]);
-            }
-            let b = idx.len();
-            let targets = model.lm_targets(&tokens, b, t, opts.mask_pad);
-            let loss = model.train_step(&tokens, &targets, b, t, &opts.adam).map_err(|e| match e {
+        let batches = Batches::shuffled(data, &all, opts.batch, opts.seed, epoch as u32)?;
+        for (bi, batch) in batches.enumerate().skip(first_batch) {
+            let b = batch.len();
+            let targets = model.lm_targets(&batch.tokens, b, t, opts.mask_pad);
+            let loss = model.train_step(&batch.tokens, &targets, b, t, &opts.adam).map_err(|e| match e {
                 Error::Numerical(m) => Error::Numerical(format!("{m} (epoch {epoch}, batch {bi}); training stopped")),
                 other => other,
             })?;
