@@ -28,19 +28,7 @@ impl Drop for TempDir {
 }
 
 fn tiny_cfg() -> ModelConfig {
-    ModelConfig {
-        n_layer: 2,
-        n_embd: 8,
-        n_head: 2,
-        n_positions: 6,
-        vocab_size: 14,
-        activation: Activation::Relu,
-        layer_norm_epsilon: 1e-5,
-        initializer_range: 0.8 / (128f32).sqrt(),
-        bos_token_id: Some(10),
-        eos_token_id: Some(11),
-        pad_token_id: Some(13),
-    }
+    ModelConfig { n_embd: 8, n_head: 2, n_positions: 6, ..ModelConfig::tinymem_math(2) }
 }
 
 fn tiny_params(cfg: &ModelConfig) -> Vec<f32> {

@@ -103,9 +103,9 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     let last = outcome.reports.last().ok_or_else(|| Error::Input("the demo ran no evaluation".into()))?;
     println!("\n== memsieve demo: what the model memorized ==");
     report::print(last);
-    println!("\n{:>6} {:>10} {:>12}", "epoch", "acc %", "memorized %");
+    println!("\n{:>6} {:>14} {:>12}", "epoch", "main acc %", "memorized %");
     for r in &outcome.reports {
-        println!("{:>6} {:>10.2} {:>12.1}", r.epoch.unwrap_or(0), 100.0 * r.accuracy, r.memorized_percent.unwrap_or(0.0));
+        println!("{:>6} {:>14.2} {:>12.1}", r.epoch.unwrap_or(0), 100.0 * r.main_accuracy, r.memorized_percent.unwrap_or(0.0));
     }
     println!("trained and evaluated in {:.1} s", outcome.seconds);
     let summary = json!({

@@ -187,10 +187,12 @@ pub fn train_run<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a:
                 let mut r = report::evaluate(model, d, &window, 256)?;
                 r.epoch = Some(e.epoch);
                 eprintln!(
-                    "epoch {:>5}  train loss {:.4}  test acc {:.2}%  memorized {}  ({:.0} tok/s)",
+                    "epoch {:>5}  train loss {:.4}  test acc {:.2}% (main {:.2}% of {:.2}%)  memorized {}  ({:.0} tok/s)",
                     e.epoch,
                     e.mean_loss,
                     100.0 * r.accuracy,
+                    100.0 * r.main_accuracy,
+                    100.0 * r.accuracy_ceiling,
                     r.memorized_percent.map_or("-".into(), |p| format!("{p:.1}%")),
                     e.tokens_per_s
                 );

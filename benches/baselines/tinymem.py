@@ -1,0 +1,17 @@
+"""The TinyMem math model as the baselines build it (matches memsieve's ModelConfig::tinymem_math)."""
+
+from transformers import GPT2Config, GPT2LMHeadModel
+
+SEQ = 150
+VOCAB = 14
+
+
+def tinymem_model(layers):
+    cfg = GPT2Config(
+        vocab_size=VOCAB, n_positions=SEQ, n_embd=128, n_layer=layers, n_head=4,
+        activation_function="relu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5, initializer_range=0.8 / 128 ** 0.5,  # as ModelConfig::tinymem_math
+        bos_token_id=10, eos_token_id=11, pad_token_id=13, tie_word_embeddings=True,
+    )
+    cfg._attn_implementation = "eager"
+    return GPT2LMHeadModel(cfg).float()
