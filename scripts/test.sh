@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 
 export RUST_BACKTRACE=1
 cargo build --release --locked --all-targets
-cargo test --release --locked --all-targets 2>&1 | tee target/test.log
+cargo test --release --locked 2>&1 | tee target/test.log
 # Benchmarks compile and run once in smoke mode (no timing asserted).
 cargo bench --locked --bench runtime -- --batch 2 --steps 1 --prompts 2 --layers 2

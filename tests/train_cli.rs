@@ -22,6 +22,7 @@ fn tiny(out: PathBuf, epochs: usize) -> TrainArgs {
     a.data.num_extra = 0;
     a.data.num_test = 50;
     a.data.num_noise = 20;
+    a.data.dup_powers = vec![0, 1];
     a.layers = 1;
     a.epochs = epochs;
     a.eval_every = 1;
@@ -109,4 +110,18 @@ fn generate_continues_a_math_prompt() {
     assert!(ok, "{text}");
     let first = text.lines().next().unwrap();
     assert_eq!(first.split(',').count(), 20, "{text}");
+}
+
+#[test]
+fn demo_runs_end_to_end_and_writes_its_report() {
+    let dir = tmp("demo");
+    let (ok, text) = memsieve(&["demo", "--epochs", "1", "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(text.contains("memorized") && text.contains("clean accuracy"), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["preset"], "small");
+    assert!(report["final"]["accuracy_ceiling"].as_f64().unwrap() > 0.9);
+    // A second demo into the same directory refuses rather than overwriting the run.
+    let (ok, text) = memsieve(&["demo", "--epochs", "1", "--out", dir.to_str().unwrap()]);
+    assert!(!ok && text.contains("already holds a run"), "{text}");
 }
