@@ -30,7 +30,7 @@ fn main() {
     let workloads = arg("--workloads", "train,generate");
     let dev = Arc::new(Device::new(CpuBackend::new()));
     let cfg = ModelConfig::tinymem_math(layers);
-    let threads = rayon::current_num_threads();
+    let threads = dev.backend.threads();
     let mut rng = Stream::new(0, purpose::MISC, 0);
     let t = 150;
     if workloads.contains("train") {

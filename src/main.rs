@@ -39,13 +39,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    if let Some(n) = args.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
-            eprintln!("error: cannot set {n} threads: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    let ctx = cli::Context { backend: args.backend, profile: args.profile };
+    let ctx = cli::Context { backend: args.backend, profile: args.profile, threads: args.threads.unwrap_or(0) };
     let result = match args.command {
         Command::Demo(a) => cli::demo::run(&ctx, a),
         Command::Train(a) => cli::train::run(&ctx, a),

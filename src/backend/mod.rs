@@ -193,6 +193,12 @@ pub trait Backend: Send + Sync + 'static {
     fn run(&self, op: &Op<'_, Self::Buffer>);
     /// Wait for queued work (profiling boundaries).
     fn synchronize(&self) {}
+    /// Run a whole sequence of ops (a step, a generation) in the backend's own context. The cpu
+    /// backend runs it on its rayon pool, so each op's parallel loop starts from a worker thread
+    /// instead of handing off from the caller's (tens of µs per op, which dominate decode steps).
+    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
     /// Words of d(att) working space `AttentionBackward` wants (the cpu backend keeps it per task).
     fn attention_scratch_len(&self, b: usize, t: usize, nh: usize) -> usize {
         b * nh * t * t

@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct Context {
     pub backend: BackendChoice,
     pub profile: bool,
+    /// cpu worker threads (0: all cores).
+    pub threads: usize,
 }
 
 impl Context {
@@ -27,7 +29,7 @@ impl Context {
             BackendChoice::Cpu => {}
             other => unreachable!("resolve returned {other:?}"),
         }
-        let dev = Arc::new(Device::new(CpuBackend::new()));
+        let dev = Arc::new(Device::new(CpuBackend::with_threads(self.threads)));
         dev.profile.enable(self.profile);
         Ok(dev)
     }
@@ -43,7 +45,7 @@ impl Context {
 pub fn info() -> Result<()> {
     println!("memsieve {}", env!("CARGO_PKG_VERSION"));
     println!("backends:");
-    println!("  cpu   available  ({} rayon threads)", rayon::current_num_threads());
+    println!("  cpu   available  ({} threads)", CpuBackend::new().threads());
     for (name, choice) in [("wgpu", BackendChoice::Wgpu), ("cuda", BackendChoice::Cuda)] {
         match resolve(choice) {
             Ok(_) => println!("  {name:<5} available"),

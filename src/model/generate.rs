@@ -39,8 +39,9 @@ impl<B: Backend> Model<B> {
             return Ok(prompts.iter().map(|x| x[..opts.max_length.min(p)].to_vec()).collect());
         }
         let mut out = Vec::with_capacity(prompts.len());
+        let dev = self.dev.clone();
         for chunk in prompts.chunks(opts.batch.max(1)) {
-            out.extend(self.generate_batch(chunk, opts)?);
+            out.extend(dev.backend.scope(|| self.generate_batch(chunk, opts))?);
         }
         Ok(out)
     }

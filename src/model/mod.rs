@@ -386,7 +386,8 @@ impl<B: Backend> Model<B> {
 
     /// Forward with targets and download losses and predictions.
     pub fn evaluate(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize) -> Result<ForwardOutput> {
-        self.forward(tokens, Some(targets), b, t)?;
+        let dev = self.dev.clone();
+        dev.backend.scope(|| self.forward(tokens, Some(targets), b, t))?;
         let l = self.acts.as_ref().unwrap().layout.clone();
         let losses = self.download_slot(l.losses);
         let preds = bytemuck::cast_slice(&self.download_slot(l.preds)).to_vec();
@@ -473,7 +474,8 @@ impl<B: Backend> Model<B> {
 
     /// forward → backward → AdamW. A non-finite loss stops with an error naming the step.
     pub fn train_step(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, h: &AdamW) -> Result<f64> {
-        let loss = self.forward_backward(tokens, targets, b, t)?;
+        let dev = self.dev.clone();
+        let loss = dev.backend.scope(|| self.forward_backward(tokens, targets, b, t))?;
         if !loss.is_finite() {
             return Err(Error::Numerical(format!("loss is {loss} at step {}", self.step + 1)));
         }

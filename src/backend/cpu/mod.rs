@@ -73,12 +73,34 @@ pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 /// Rows per block of a deterministic reduction: fixed, so results do not depend on the thread count.
 pub(crate) const REDUCE_ROWS: usize = 64;
 
-#[derive(Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    pool: rayon::ThreadPool,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl CpuBackend {
+    /// All cores (or RAYON_NUM_THREADS).
     pub fn new() -> Self {
-        CpuBackend
+        Self::with_threads(0)
+    }
+
+    /// `threads` workers (0: rayon's default).
+    pub fn with_threads(threads: usize) -> Self {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("memsieve-cpu-{i}"))
+            .build()
+            .expect("the cpu backend's thread pool starts");
+        CpuBackend { pool }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
     }
 }
 
@@ -100,6 +122,10 @@ impl Backend for CpuBackend {
 
     fn attention_scratch_len(&self, _b: usize, _t: usize, _nh: usize) -> usize {
         0
+    }
+
+    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
     }
 
     fn buffer_len(&self, buf: &CpuBuffer) -> usize {
