@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-2}
 export RAYON_NUM_THREADS=$threads
+# PyTorch as it runs by default (OpenMP threads spin while waiting): fastest on an idle machine,
+# which is where these comparisons are meant to run.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-ACTIVE}
 log=$(mktemp)
 cargo bench --bench runtime -- --batch 8,128 --steps 5 >"$log"
 for b in 8 128; do python3 benches/baselines/pytorch_train_step.py --batch $b --threads "$threads" >>"$log"; done

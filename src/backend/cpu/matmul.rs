@@ -15,6 +15,8 @@ use rayon::prelude::*;
 type V<'a> = View<'a, CpuBuffer>;
 
 const ROW_BLOCK: usize = 256;
+/// d(W) reduction chunks hold at most this many rows; their count is even and depends on n alone,
+/// so two workers get equal halves and the summation order never depends on the thread count.
 const K_CHUNK: usize = 1024;
 /// Above this many partial-product words, d(W) falls back to one multi-threaded GEMM.
 const MAX_PARTIAL_WORDS: usize = 8 << 20;
@@ -46,7 +48,12 @@ unsafe fn gemm1(
 fn rows_times_w(y: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize, k: usize, oc: usize, w_rs: isize, w_cs: isize) {
     let (wp, xp) = (SyncPtr(w.as_ptr() as *mut f32), SyncPtr(x.as_ptr() as *mut f32));
     if n >= 2 * ROW_BLOCK {
-        y[..n * oc].par_chunks_mut(ROW_BLOCK * oc).enumerate().for_each(|(i, yb)| {
+        // Equal blocks, a multiple of the worker count, so no worker idles at the end.
+        let threads = rayon::current_num_threads().max(1);
+        let blocks = n.div_ceil(ROW_BLOCK).div_ceil(threads) * threads;
+        // Whole 16-row microkernel tiles per block, or every block ends in a ragged tile.
+        let rows_per = n.div_ceil(blocks).next_multiple_of(16);
+        y[..n * oc].par_chunks_mut(rows_per * oc).enumerate().for_each(|(i, yb)| {
             let (wp, xp) = (wp, xp);
             let m = yb.len() / oc;
             if let Some(b) = bias {
@@ -55,7 +62,7 @@ fn rows_times_w(y: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, n: us
                 }
             }
             unsafe {
-                gemm1(m, oc, k, yb.as_mut_ptr(), oc, bias.is_some(), xp.0.add(i * ROW_BLOCK * k), k as isize, 1, wp.0, w_rs, w_cs, Parallelism::None)
+                gemm1(m, oc, k, yb.as_mut_ptr(), oc, bias.is_some(), xp.0.add(i * rows_per * k), k as isize, 1, wp.0, w_rs, w_cs, Parallelism::None)
             }
         });
     } else {
@@ -108,13 +115,15 @@ pub fn backward(
             WeightLayout::InOut => (c, oc, x, c, dy, oc),
             WeightLayout::OutIn => (oc, c, dy, oc, x, c),
         };
-        let chunks = n.div_ceil(K_CHUNK);
+        let chunks = 2 * n.div_ceil(2 * K_CHUNK);
+        let per = n.div_ceil(chunks);
         if chunks * m * nn <= MAX_PARTIAL_WORDS {
             let parts: Vec<Vec<f32>> = (0..chunks)
                 .into_par_iter()
+                .filter(|i| i * per < n)
                 .map(|i| {
-                    let k0 = i * K_CHUNK;
-                    let kk = K_CHUNK.min(n - k0);
+                    let k0 = i * per;
+                    let kk = per.min(n - k0);
                     let mut p = vec![0f32; m * nn];
                     unsafe {
                         gemm1(m, nn, kk, p.as_mut_ptr(), nn, false, a[k0 * a_w..].as_ptr(), 1, a_w as isize, b[k0 * b_w..].as_ptr(), b_w as isize, 1, Parallelism::None)
