@@ -14,17 +14,12 @@ Prints one JSON line.
 import argparse
 import json
 import os
-
-# OpenMP's default active spin-wait collapses when the cores are shared with other work (measured
-# on a busy 2-core box: a batch-8 train step took 2.9 s with 2 spinning threads, 0.15 s passive).
-# Passive waiting is also closer to rayon's behaviour. Set OMP_WAIT_POLICY=ACTIVE to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import statistics
 import time
 
 import torch
 import transformers
-from tinymem import SEQ, VOCAB, tinymem_model
+from tinymem import SEQ, VOCAB, run_info, tinymem_model
 
 PROMPT = 50
 PROMPT_IDS = list(range(10)) + [12]
@@ -81,10 +76,7 @@ def main():
         "median_s": round(med, 4),
         "min_s": round(min(times), 4),
         "new_tokens_per_s": round(new_tokens / med, 1),
-        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
-        "loadavg_1m_at_start": load0,
-        "torch_version": torch.__version__,
-        "transformers_version": transformers.__version__,
+        **run_info(load0),
     }))
 
 

@@ -1,5 +1,9 @@
 """The TinyMem math model as the baselines build it (matches memsieve's ModelConfig::tinymem_math)."""
 
+import os
+
+import torch
+import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
 SEQ = 150
@@ -15,3 +19,14 @@ def tinymem_model(layers):
     )
     cfg._attn_implementation = "eager"
     return GPT2LMHeadModel(cfg).float()
+
+
+def run_info(load_at_start):
+    """What a result line records about the run: the OpenMP wait policy (PyTorch's default spins,
+    the fastest on an idle machine; PASSIVE is kinder on a busy one), the load, the versions."""
+    return {
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "loadavg_1m_at_start": load_at_start,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+    }
