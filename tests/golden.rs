@@ -99,3 +99,15 @@ fn greedy_generation_matches_transformers_token_for_token() {
         }
     }
 }
+
+#[test]
+fn a_save_pretrained_directory_gives_the_same_logits() {
+    for name in ["relu_l1", "gelunew_l3"] {
+        let f = Fixture::load(name);
+        let (cfg, params) = memsieve::checkpoint::load_model(common::fixture_path(&format!("hf_{name}"))).unwrap();
+        let mut m = Model::from_params(cpu_device(), cfg, &params).unwrap();
+        m.forward(&f.tokens, None, f.b, f.t).unwrap();
+        let worst = common::max_abs_diff(&m.download_logits(), &f.tensor("logits"));
+        assert!(worst <= 1e-4, "{name}: logits from the transformers directory differ by {worst:e}");
+    }
+}
