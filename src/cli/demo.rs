@@ -21,9 +21,9 @@ pub enum Preset {
 pub struct DemoArgs {
     #[arg(long, value_enum, default_value_t = Preset::Small)]
     pub preset: Preset,
-    /// Run directory.
-    #[arg(long, default_value = "runs/demo")]
-    pub out: PathBuf,
+    /// Run directory (default: runs/demo, or runs/demo-2, -3, … when that one holds a run).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Override the number of epochs of the preset.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -91,12 +91,20 @@ pub fn preset_args(p: Preset, out: PathBuf) -> TrainArgs {
 
 pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     let dev = ctx.cpu_device()?;
-    let mut args = preset_args(a.preset, a.out.clone());
+    let holds_run = |d: &std::path::Path| d.join("trainer_state.json").exists();
+    let out = match a.out {
+        Some(d) if holds_run(&d) => {
+            return Err(Error::Input(format!("{} already holds a run; pass another --out", d.display())))
+        }
+        Some(d) => d,
+        None => (1..)
+            .map(|i| if i == 1 { PathBuf::from("runs/demo") } else { PathBuf::from(format!("runs/demo-{i}")) })
+            .find(|d| !holds_run(d))
+            .unwrap(),
+    };
+    let mut args = preset_args(a.preset, out.clone());
     if let Some(e) = a.epochs {
         args.epochs = e;
-    }
-    if a.out.join("trainer_state.json").exists() {
-        return Err(Error::Input(format!("{} already holds a run; pass another --out", a.out.display())));
     }
     eprintln!(
         "memsieve demo ({:?} preset): {} layers, {} epochs, batch {}, data {} × {} (noise duplicated {:?})",
@@ -117,8 +125,8 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
         "final": last,
         "history": outcome.reports,
     });
-    super::write_json(&a.out.join("report.json"), &summary)?;
-    println!("report: {}", a.out.join("report.json").display());
+    super::write_json(&out.join("report.json"), &summary)?;
+    println!("report: {}", out.join("report.json").display());
     ctx.finish(&dev);
     Ok(())
 }
