@@ -13,13 +13,11 @@ Prints one JSON line.
 
 import argparse
 import json
-import os
 import statistics
 import time
 
 import torch
-import transformers
-from tinymem import SEQ, VOCAB, run_info, tinymem_model
+from tinymem import SEQ, run_info, setup, tinymem_model
 
 PROMPT = 50
 PROMPT_IDS = list(range(10)) + [12]
@@ -35,10 +33,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    transformers.logging.set_verbosity_error()
-    load0 = os.getloadavg()[0]
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    load0 = setup(args.threads, args.seed)
     model = tinymem_model(args.layers).eval()
     ids = torch.tensor(PROMPT_IDS)
     prompts = ids[torch.randint(0, len(ids), (args.prompts, PROMPT))]

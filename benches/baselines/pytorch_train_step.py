@@ -11,13 +11,11 @@ Prints one JSON line.
 
 import argparse
 import json
-import os
 import statistics
 import time
 
 import torch
-import transformers
-from tinymem import SEQ, VOCAB, run_info, tinymem_model
+from tinymem import SEQ, VOCAB, run_info, setup, tinymem_model
 
 
 def main():
@@ -30,10 +28,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    transformers.logging.set_verbosity_error()
-    load0 = os.getloadavg()[0]
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    load0 = setup(args.threads, args.seed)
     model = tinymem_model(args.layers)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-8)

@@ -21,6 +21,15 @@ def tinymem_model(layers):
     return GPT2LMHeadModel(cfg).float()
 
 
+def setup(threads, seed):
+    """Quiet transformers, pin the thread count, seed torch; returns the 1-minute load at start."""
+    transformers.logging.set_verbosity_error()
+    load = os.getloadavg()[0]
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return load
+
+
 def run_info(load_at_start):
     """What a result line records about the run: the OpenMP wait policy (PyTorch's default spins,
     the fastest on an idle machine; PASSIVE is kinder on a busy one), the load, the versions."""
