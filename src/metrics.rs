@@ -36,8 +36,8 @@ pub fn quality<B: Backend>(model: &mut Model<B>, rows: &TokenMatrix, batch: usiz
     let (mut ppl_batches, mut n_batches) = (0f64, 0usize);
     for tokens in rows.data.chunks(batch.max(1) * t) {
         let b = tokens.len() / t;
-        let targets = model.lm_targets(&tokens, b, t, false);
-        let out = model.evaluate(&tokens, &targets, b, t)?;
+        let targets = model.lm_targets(tokens, b, t, false);
+        let out = model.evaluate(tokens, &targets, b, t)?;
         for (i, &tg) in targets.iter().enumerate() {
             if tg == crate::backend::IGNORE_TARGET {
                 continue;

@@ -36,7 +36,7 @@ impl Context {
 
     pub fn finish(&self, dev: &Device<CpuBackend>) {
         if self.profile {
-            eprintln!("\nper-op profile ({} backend, wall time):\n{}", "cpu", dev.profile.table());
+            eprintln!("\nper-op profile (cpu backend, wall time):\n{}", dev.profile.table());
         }
     }
 }

@@ -84,7 +84,7 @@ impl ModelConfig {
         if self.n_layer == 0 || self.n_embd == 0 || self.n_head == 0 || self.vocab_size == 0 || self.n_positions == 0 {
             return bad(format!("every model dimension must be positive: {self:?}"));
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
         }
         for (name, id) in [("bos", self.bos_token_id), ("eos", self.eos_token_id), ("pad", self.pad_token_id)] {
