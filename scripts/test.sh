@@ -4,7 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# (The wgpu and cuda backends' issues add their installs here: mesa-vulkan-drivers, the NVRTC wheel.)
+# The wgpu tests run every shader on Mesa's CPU Vulkan driver (lavapipe).
+if ! dpkg -s mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1; then
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+# Mesa prints a warning per adapter probe on a headless machine without it.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
 export RUST_BACKTRACE=1
 cargo build --release --locked --all-targets

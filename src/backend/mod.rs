@@ -296,15 +296,20 @@ pub enum BackendChoice {
     Cuda,
 }
 
-/// Resolve a choice to a backend that exists on this machine, or explain why not.
+/// Resolve a choice to a backend that exists on this machine, or explain why not. `auto` prefers a
+/// real (non-CPU) GPU adapter; lavapipe and other software adapters do not count.
 pub fn resolve(choice: BackendChoice) -> Result<BackendChoice> {
     match choice {
-        BackendChoice::Auto | BackendChoice::Cpu => Ok(BackendChoice::Cpu),
-        BackendChoice::Wgpu => Err(Error::Backend(
-            "the wgpu backend is not built yet in this version of memsieve (issue 3); use --backend cpu".into(),
-        )),
+        BackendChoice::Cpu | BackendChoice::Wgpu => Ok(choice),
+        BackendChoice::Auto => {
+            if wgpu::adapters().iter().any(|a| a.is_real_gpu()) {
+                Ok(BackendChoice::Wgpu)
+            } else {
+                Ok(BackendChoice::Cpu)
+            }
+        }
         BackendChoice::Cuda => Err(Error::Backend(
-            "the cuda backend is not built yet in this version of memsieve (issue 4); use --backend cpu".into(),
+            "the cuda backend is not built yet in this version of memsieve (issue 4); use --backend cpu or wgpu".into(),
         )),
     }
 }
