@@ -227,6 +227,10 @@ pub trait Backend: Send + Sync + 'static {
     fn attention_scratch_len(&self, b: usize, t: usize, nh: usize) -> usize {
         b * nh * t * t
     }
+    /// Words of the largest view an op may take (a storage-binding limit on GPU backends).
+    fn max_view_len(&self) -> usize {
+        usize::MAX
+    }
     /// Dispatches and host↔device traffic so far (zero where there is no device boundary).
     fn counters(&self) -> Counters {
         Counters::default()
