@@ -14,27 +14,6 @@ struct P {
 @group(0) @binding(3) var<storage, read_write> qkv: array<f32>;
 @group(0) @binding(4) var<storage, read_write> cache: array<f32>;
 
-const LANES: u32 = 32u;
-var<workgroup> red: array<f32, 256>;
-
-fn row_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if ((lid % LANES) < s) {
-            if (is_max) {
-                red[lid] = max(red[lid], red[lid + s]);
-            } else {
-                red[lid] += red[lid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let r = red[lid - lid % LANES];
-    workgroupBarrier();
-    return r;
-}
-
 // In place on out: row r (query position r % t) holds scaled scores; keep columns 0..=r%t as the
 // softmax over them and zero the masked rest.
 @compute @workgroup_size(256)

@@ -13,3 +13,27 @@ const IGNORE_TARGET: u32 = 0xffffffffu;
 fn flat_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
+
+// Row reductions for kernels that give each row LANES consecutive threads of a 256-thread workgroup
+// (8 rows per workgroup): the max or the sum of v over the calling thread's row, in a fixed tree
+// order. Every thread of the workgroup must call it (it holds barriers).
+const LANES: u32 = 32u;
+var<workgroup> red: array<f32, 256>;
+
+fn row_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if ((lid % LANES) < s) {
+            if (is_max) {
+                red[lid] = max(red[lid], red[lid + s]);
+            } else {
+                red[lid] += red[lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    let r = red[lid - lid % LANES];
+    workgroupBarrier();
+    return r;
+}

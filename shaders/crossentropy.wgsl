@@ -11,27 +11,6 @@ struct P {
 @group(0) @binding(3) var<storage, read_write> logits: array<f32>; // backward: probs
 @group(0) @binding(4) var<storage, read_write> targets: array<u32>;
 
-const LANES: u32 = 32u;
-var<workgroup> red: array<f32, 256>;
-
-fn row_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if ((lid % LANES) < s) {
-            if (is_max) {
-                red[lid] = max(red[lid], red[lid + s]);
-            } else {
-                red[lid] += red[lid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let r = red[lid - lid % LANES];
-    workgroupBarrier();
-    return r;
-}
-
 @compute @workgroup_size(256)
 fn forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = flat_group(wid, nwg) * 8u + lid.x / LANES;

@@ -17,24 +17,6 @@ struct P {
 @group(0) @binding(6) var<storage, read_write> bias: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dout: array<f32>;
 
-const LANES: u32 = 32u;
-var<workgroup> red: array<f32, 256>;
-
-// Sum of v over the 32 lanes of the calling thread's row (every thread of the workgroup must call).
-fn row_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if ((lid % LANES) < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[lid - lid % LANES];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(256)
 fn forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = flat_group(wid, nwg) * 8u + lid.x / LANES;
@@ -47,7 +29,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
             s += inp[x0 + i];
         }
     }
-    let mu = row_sum(lid.x, s) / f32(p.c);
+    let mu = row_reduce(lid.x, s, false) / f32(p.c);
     var s2 = 0.0;
     if (valid) {
         for (var i = lane; i < p.c; i += LANES) {
@@ -55,7 +37,7 @@ fn forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
             s2 += d * d;
         }
     }
-    let variance = row_sum(lid.x, s2) / f32(p.c);
+    let variance = row_reduce(lid.x, s2, false) / f32(p.c);
     let rs = 1.0 / sqrt(variance + p.eps);
     if (valid) {
         for (var i = lane; i < p.c; i += LANES) {
@@ -89,8 +71,8 @@ fn backward_input(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
             sdn += dn * (inp[p.o4 + row * p.c + i] - mu) * rs;
         }
     }
-    let dmean = row_sum(lid.x, sd) / f32(p.c);
-    let dnorm_norm = row_sum(lid.x, sdn) / f32(p.c);
+    let dmean = row_reduce(lid.x, sd, false) / f32(p.c);
+    let dnorm_norm = row_reduce(lid.x, sdn, false) / f32(p.c);
     if (valid) {
         for (var i = lane; i < p.c; i += LANES) {
             let norm = (inp[p.o4 + row * p.c + i] - mu) * rs;
