@@ -114,7 +114,7 @@ fn run_on<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a: DemoAr
         "memsieve demo ({:?} preset): {} layers, {} epochs, batch {}, data {} × {} (noise duplicated {:?})",
         a.preset, args.layers, args.epochs, args.batch, args.data.task, args.data.num_7, args.data.dup_powers
     );
-    let outcome = train_run(&dev, &args)?;
+    let outcome = train_run(dev, &args)?;
     let last = outcome.reports.last().ok_or_else(|| Error::Input("the demo ran no evaluation".into()))?;
     println!("\n== memsieve demo: what the model memorized ==");
     report::print(last);

@@ -123,7 +123,7 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
 }
 
 fn run_on<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a: TrainArgs) -> Result<()> {
-    let out = train_run(&dev, &a)?;
+    let out = train_run(dev, &a)?;
     eprintln!("trained in {:.1} s; results in {}", out.seconds, a.out.display());
     if let Some(r) = out.reports.last() {
         report::print(r);

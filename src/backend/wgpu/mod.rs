@@ -215,7 +215,7 @@ impl WgpuBackend {
         let end = (4 * (v.off + v.len.max(1)) as u64).min(v.buf.raw.size());
         let size = end - start;
         assert!(
-            size <= self.limits.max_storage_buffer_binding_size as u64,
+            size <= self.limits.max_storage_buffer_binding_size,
             "a {size}-byte view exceeds this adapter's {}-byte storage binding limit",
             self.limits.max_storage_buffer_binding_size
         );
