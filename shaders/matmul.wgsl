@@ -46,10 +46,11 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         kn = min(p.k, p.k_total - z1 * p.k);
     }
 
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        acc[i] = 0.0;
-    }
+    // Row r of the thread's 4×4 block: rows ty + 16r, columns tx + 16q (q = vector lane).
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < kn; k0 += BK) {
         for (var e = 0u; e < 4u; e++) {
             let idx = tid + e * 256u;
@@ -72,27 +73,25 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            var ar: array<f32, 4>;
-            var br: array<f32, 4>;
-            for (var r = 0u; r < 4u; r++) {
-                ar[r] = a_tile[kk * TILE + ty + 16u * r];
-                br[r] = b_tile[kk * TILE + tx + 16u * r];
-            }
-            for (var r = 0u; r < 4u; r++) {
-                for (var q = 0u; q < 4u; q++) {
-                    acc[r * 4u + q] = fma(ar[r], br[q], acc[r * 4u + q]);
-                }
-            }
+            let ka = kk * TILE + ty;
+            let kb = kk * TILE + tx;
+            let a = vec4<f32>(a_tile[ka], a_tile[ka + 16u], a_tile[ka + 32u], a_tile[ka + 48u]);
+            let b = vec4<f32>(b_tile[kb], b_tile[kb + 16u], b_tile[kb + 32u], b_tile[kb + 48u]);
+            acc0 = fma(vec4<f32>(a.x), b, acc0);
+            acc1 = fma(vec4<f32>(a.y), b, acc1);
+            acc2 = fma(vec4<f32>(a.z), b, acc2);
+            acc3 = fma(vec4<f32>(a.w), b, acc3);
         }
         workgroupBarrier();
     }
+    let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var r = 0u; r < 4u; r++) {
         let i = row0 + ty + 16u * r;
         for (var q = 0u; q < 4u; q++) {
             let j = col0 + tx + 16u * q;
             if (i < p.m && j < p.n) {
                 let at = c0 + i * p.c_rs + j;
-                var v = p.alpha * acc[r * 4u + q];
+                var v = p.alpha * acc[r][q];
                 if (p.beta != 0.0) {
                     v += p.beta * cm[at];
                 }
