@@ -27,7 +27,11 @@ impl Context {
     pub fn cpu_device(&self) -> Result<Arc<Device<CpuBackend>>> {
         match resolve(self.backend)? {
             BackendChoice::Cpu => {}
-            other => unreachable!("resolve returned {other:?}"),
+            other => {
+                return Err(crate::error::Error::Backend(format!(
+                    "the {other:?} backend is available, but this command does not dispatch to it yet; use --backend cpu"
+                )))
+            }
         }
         let dev = Arc::new(Device::new(CpuBackend::with_threads(self.threads)));
         dev.profile.enable(self.profile);
@@ -45,12 +49,15 @@ impl Context {
 pub fn info() -> Result<()> {
     println!("memsieve {}", env!("CARGO_PKG_VERSION"));
     println!("backends:");
-    println!("  cpu   available  ({} threads)", CpuBackend::new().threads());
-    for (name, choice) in [("wgpu", BackendChoice::Wgpu), ("cuda", BackendChoice::Cuda)] {
+    println!("  cpu      available ({} threads)", CpuBackend::new().threads());
+    for (name, choice) in [("wgpu", BackendChoice::Wgpu), ("cuda", BackendChoice::Cuda), ("cuda-emu", BackendChoice::CudaEmu)] {
         match resolve(choice) {
-            Ok(_) => println!("  {name:<5} available"),
-            Err(e) => println!("  {name:<5} unavailable: {e}"),
+            Ok(_) => println!("  {name:<8} available"),
+            Err(e) => println!("  {name:<8} unavailable: {e}"),
         }
+    }
+    for line in crate::backend::cuda::info_lines() {
+        println!("  {line}");
     }
     println!("auto  → {:?}", resolve(BackendChoice::Auto)?);
     Ok(())

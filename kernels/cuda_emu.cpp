@@ -1,0 +1,243 @@
+// The emulator's scheduler (see cuda_emu.h): fibers per CUDA thread, barriers, warp exchange, and
+// the extern "C" launch entry point the Rust launcher calls with cuLaunchKernel-style parameters.
+#include "cuda_emu.h"
+
+#include <ucontext.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace emu {
+
+enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
+
+struct Fiber {
+    ucontext_t ctx;
+    dim3 tid;
+    unsigned linear;      // threadIdx flattened, x fastest: lane = linear % 32
+    State state;
+    unsigned exchanges;   // warp exchanges done so far (selects the double buffer)
+};
+
+struct Runner {
+    std::vector<Fiber> fibers;
+    std::vector<char> stacks;
+    size_t stack_bytes = 0;
+    ucontext_t sched;
+    dim3 block{0, 0, 0}, bdim{1, 1, 1}, gdim{1, 1, 1};
+    Trampoline entry = nullptr;
+    void** params = nullptr;
+    std::vector<uint64_t> dyn_smem;            // 8-byte aligned dynamic shared memory
+    std::vector<uint64_t> slots;               // [warp][2][32] exchange buffers
+    std::string error;
+
+    bool run_block();
+};
+
+thread_local Runner* runner = nullptr;
+thread_local Fiber* fiber = nullptr;
+
+const dim3& thread_idx() { return fiber->tid; }
+const dim3& block_idx() { return runner->block; }
+const dim3& block_dim() { return runner->bdim; }
+const dim3& grid_dim() { return runner->gdim; }
+void* dynamic_shared() { return runner->dyn_smem.data(); }
+unsigned lane_id() { return fiber->linear % 32; }
+
+static void yield_to_scheduler(State s) {
+    Fiber* me = fiber;
+    me->state = s;
+    swapcontext(&me->ctx, &runner->sched);
+}
+
+void sync_block() { yield_to_scheduler(AT_BLOCK_BARRIER); }
+
+const uint64_t* warp_exchange(uint64_t bits) {
+    Fiber* me = fiber;
+    unsigned warp = me->linear / 32, lane = me->linear % 32, buf = me->exchanges & 1;
+    uint64_t* s = &runner->slots[(warp * 2 + buf) * 32];
+    s[lane] = bits;
+    me->exchanges++;
+    yield_to_scheduler(AT_WARP_BARRIER);
+    // Double buffering: a lane can only overwrite this buffer two exchanges later, after every lane of
+    // the warp has passed the next barrier, i.e. has read its value here.
+    return s;
+}
+
+unsigned warp_live_mask() {
+    unsigned warp = fiber->linear / 32, n = (unsigned)runner->fibers.size(), mask = 0;
+    for (unsigned l = 0; l < 32 && warp * 32 + l < n; l++)
+        if (runner->fibers[warp * 32 + l].state != DONE) mask |= 1u << l;
+    return mask;
+}
+
+static void fiber_main() {
+    runner->entry(runner->params);
+    fiber->state = DONE;
+    // returning resumes the scheduler through uc_link
+}
+
+bool Runner::run_block() {
+    const unsigned n = (unsigned)fibers.size();
+    for (unsigned i = 0; i < n; i++) {
+        Fiber& f = fibers[i];
+        f.linear = i;
+        f.tid = dim3{i % bdim.x, (i / bdim.x) % bdim.y, i / (bdim.x * bdim.y)};
+        f.state = RUNNABLE;
+        f.exchanges = 0;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = stacks.data() + (size_t)i * stack_bytes;
+        f.ctx.uc_stack.ss_size = stack_bytes;
+        f.ctx.uc_link = &sched;
+        makecontext(&f.ctx, fiber_main, 0);
+    }
+    for (;;) {
+        for (unsigned i = 0; i < n; i++) {
+            if (fibers[i].state != RUNNABLE) continue;
+            fiber = &fibers[i];
+            swapcontext(&sched, &fibers[i].ctx);
+        }
+        // Nobody is runnable now: release whatever barrier is complete.
+        unsigned live = 0, at_block = 0;
+        for (auto& f : fibers) {
+            live += f.state != DONE;
+            at_block += f.state == AT_BLOCK_BARRIER;
+        }
+        if (live == 0) return true;
+        bool released = false;
+        for (unsigned w = 0; w * 32 < n; w++) {
+            unsigned end = std::min(n, w * 32 + 32), waiting = 0, alive = 0;
+            for (unsigned i = w * 32; i < end; i++) {
+                alive += fibers[i].state != DONE;
+                waiting += fibers[i].state == AT_WARP_BARRIER;
+            }
+            if (alive > 0 && waiting == alive) {
+                for (unsigned i = w * 32; i < end; i++)
+                    if (fibers[i].state == AT_WARP_BARRIER) fibers[i].state = RUNNABLE;
+                released = true;
+            }
+        }
+        if (released) continue;
+        if (at_block == live) {
+            for (auto& f : fibers)
+                if (f.state == AT_BLOCK_BARRIER) f.state = RUNNABLE;
+            continue;
+        }
+        char msg[256];
+        std::snprintf(msg, sizeof msg,
+                      "divergent barrier in block (%u,%u,%u): %u of %u live threads at __syncthreads, the rest "
+                      "at a warp exchange whose warp is incomplete",
+                      block.x, block.y, block.z, at_block, live);
+        error = msg;
+        return false;
+    }
+}
+
+static std::map<std::string, Trampoline>& registry() {
+    static std::map<std::string, Trampoline> r;
+    return r;
+}
+
+Registrar::Registrar(const char* name, Trampoline t) { registry()[name] = t; }
+
+// Runners (with their fiber stacks) are reused across launches and threads.
+static std::mutex pool_mutex;
+static std::vector<Runner*> pool;
+
+static Runner* acquire_runner() {
+    std::lock_guard<std::mutex> g(pool_mutex);
+    if (pool.empty()) return new Runner();
+    Runner* r = pool.back();
+    pool.pop_back();
+    return r;
+}
+static void release_runner(Runner* r) {
+    std::lock_guard<std::mutex> g(pool_mutex);
+    pool.push_back(r);
+}
+
+static size_t env_size(const char* name, size_t fallback) {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return fallback;
+    long long x = std::atoll(v);
+    return x > 0 ? (size_t)x : fallback;
+}
+
+}  // namespace emu
+
+using namespace emu;
+
+extern "C" int memsieve_emu_has_kernel(const char* name) { return registry().count(name) ? 1 : 0; }
+
+extern "C" unsigned memsieve_emu_kernel_count() { return (unsigned)registry().size(); }
+
+// Runs one launch to completion. Returns 0, or 1 with a message in `err`.
+extern "C" int memsieve_emu_launch(const char* name, const unsigned* grid, const unsigned* block, unsigned smem_bytes,
+                                   void** params, char* err, unsigned long err_len) {
+    auto fail = [&](const std::string& m) {
+        std::snprintf(err, err_len, "%s: %s", name, m.c_str());
+        return 1;
+    };
+    auto it = registry().find(name);
+    if (it == registry().end()) return fail("no such kernel in the emulator (missing EMU_KERNEL?)");
+    unsigned long long threads = (unsigned long long)block[0] * block[1] * block[2];
+    unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
+    // The limits a real launch enforces, so host-side bugs show up here too.
+    if (threads == 0 || blocks == 0) return fail("empty grid or block (CUDA_ERROR_INVALID_VALUE)");
+    if (threads > 1024 || block[2] > 64) return fail("more than 1024 threads per block");
+    if (grid[1] > 65535 || grid[2] > 65535) return fail("grid y/z above 65535");
+    if (smem_bytes > 48 * 1024) return fail("dynamic shared memory above 48 KiB without opt-in");
+
+    const size_t stack_bytes = env_size("MEMSIEVE_EMU_STACK", 64 * 1024);
+    unsigned hw = std::thread::hardware_concurrency();
+    size_t workers = env_size("MEMSIEVE_EMU_THREADS", hw ? hw : 1);
+    if (workers > blocks) workers = (size_t)blocks;
+
+    std::atomic<unsigned long long> next{0};
+    std::atomic<bool> failed{false};
+    std::mutex err_mutex;
+    std::string first_error;
+    auto work = [&]() {
+        Runner* r = acquire_runner();
+        Runner* saved_runner = runner;
+        Fiber* saved_fiber = fiber;
+        runner = r;
+        r->bdim = dim3{block[0], block[1], block[2]};
+        r->gdim = dim3{grid[0], grid[1], grid[2]};
+        r->entry = it->second;
+        r->params = params;
+        r->fibers.resize((size_t)threads);
+        if (r->stack_bytes != stack_bytes || r->stacks.size() < threads * stack_bytes) {
+            r->stack_bytes = stack_bytes;
+            r->stacks.assign(threads * stack_bytes, 0);
+        }
+        r->dyn_smem.assign((smem_bytes + 7) / 8, 0);
+        r->slots.assign(((size_t)threads + 31) / 32 * 64, 0);
+        for (;;) {
+            unsigned long long b = next.fetch_add(1);
+            if (b >= blocks || failed.load()) break;
+            r->block = dim3{(unsigned)(b % grid[0]), (unsigned)(b / grid[0] % grid[1]), (unsigned)(b / grid[0] / grid[1])};
+            if (!r->run_block()) {
+                std::lock_guard<std::mutex> g(err_mutex);
+                if (!failed.exchange(true)) first_error = r->error;
+                break;
+            }
+        }
+        runner = saved_runner;
+        fiber = saved_fiber;
+        release_runner(r);
+    };
+    std::vector<std::thread> extra;
+    for (size_t w = 1; w < workers; w++) extra.emplace_back(work);
+    work();
+    for (auto& t : extra) t.join();
+    if (failed.load()) return fail(first_error);
+    return 0;
+}
