@@ -16,6 +16,7 @@ use memsieve::model::config::{Activation, ModelConfig};
 use memsieve::model::generate::GenerateOptions;
 use memsieve::model::{AdamW, Model};
 use parity::{rand_ids, rand_vec, Case};
+use std::ffi::c_void;
 use std::sync::{Arc, OnceLock};
 
 fn gpu_requested() -> bool {
@@ -380,4 +381,117 @@ fn generation<B: Backend>(dev: &Arc<Device<B>>) {
     let got = on_dev.generate(&prompts, &opts).unwrap();
     assert_eq!(got, want, "greedy generation differs from the cpu backend");
     println!("generated {:?}", got);
+}
+
+// --- The emulator itself (kernels/emu_selftest.cu): barriers in loops, early exit, warp operations,
+// and a divergent barrier reported instead of hanging. These run on the emulator even when
+// MEMSIEVE_TEST_CUDA=1, since they test the emulator, not the GPU.
+
+fn ptr<T>(v: &mut [T]) -> *mut c_void {
+    v.as_mut_ptr() as *mut c_void
+}
+
+#[test]
+fn emulator_barriers_inside_loops_exchange_through_shared_memory() {
+    if emu_device().is_none() {
+        return;
+    }
+    let (blocks, threads, rounds) = (3usize, 256usize, 5i32);
+    let mut inp: Vec<f32> = (0..blocks * threads).map(|i| i as f32).collect();
+    let mut out = vec![0f32; blocks * threads];
+    let (mut o, mut i, mut r) = (ptr(&mut out), ptr(&mut inp), rounds);
+    let mut params = [&mut o as *mut _ as *mut c_void, &mut i as *mut _ as *mut c_void, &mut r as *mut _ as *mut c_void];
+    unsafe { emu::launch_raw("selftest_reverse_rounds", [blocks as u32, 1, 1], [threads as u32, 1, 1], 0, &mut params) }.unwrap();
+    for b in 0..blocks {
+        for t in 0..threads {
+            // After an odd number of mirror reads each thread holds its mirror's input, plus one per round.
+            let want = inp[b * threads + threads - 1 - t] + rounds as f32;
+            assert_eq!(out[b * threads + t], want, "block {b} thread {t}");
+        }
+    }
+}
+
+#[test]
+fn emulator_threads_that_exit_early_do_not_block_barriers() {
+    if emu_device().is_none() {
+        return;
+    }
+    let mut out = vec![-1i32; 96];
+    let (mut o, mut live) = (ptr(&mut out), 70i32);
+    let mut params = [&mut o as *mut _ as *mut c_void, &mut live as *mut _ as *mut c_void];
+    unsafe { emu::launch_raw("selftest_early_exit", [1, 1, 1], [96, 1, 1], 0, &mut params) }.unwrap();
+    assert!(out[..70].iter().all(|&x| x == 3), "{out:?}");
+    assert!(out[70..].iter().all(|&x| x == -1));
+}
+
+#[test]
+fn emulator_warp_shuffles_and_votes_follow_cuda() {
+    if emu_device().is_none() {
+        return;
+    }
+    let threads = 64;
+    let mut out = vec![0i32; threads * 6];
+    let (mut o, mut reps) = (ptr(&mut out), 3i32);
+    let mut params = [&mut o as *mut _ as *mut c_void, &mut reps as *mut _ as *mut c_void];
+    unsafe { emu::launch_raw("selftest_warp_ops", [2, 1, 1], [threads as u32, 1, 1], 0, &mut params) }.unwrap();
+    for t in 0..threads {
+        let (lane, warp) = ((t % 32) as i32, (t / 32) as i32);
+        let r = &out[t * 6..t * 6 + 6];
+        assert_eq!(r[0], 496, "xor-reduction of lane ids, thread {t}");
+        assert_eq!(r[1], if lane + 3 < 32 { (lane + 3) * 10 } else { lane * 10 }, "shfl_down, thread {t}");
+        assert_eq!(r[2], if lane >= 2 { (lane - 2) * 10 } else { lane * 10 }, "shfl_up, thread {t}");
+        assert_eq!(r[3], 5 + 100 * warp, "broadcast from lane 5 of the thread's own warp, thread {t}");
+        assert_eq!(r[4] as u32, 0xAAAA_AAAA, "ballot of odd lanes, thread {t}");
+        assert_eq!(r[5], 3, "all + 2·any, thread {t}");
+    }
+}
+
+#[test]
+fn emulator_reports_a_divergent_barrier_instead_of_hanging() {
+    if emu_device().is_none() {
+        return;
+    }
+    let mut out = vec![0f32; 32];
+    let mut o = ptr(&mut out);
+    let mut params = [&mut o as *mut _ as *mut c_void];
+    let err = unsafe { emu::launch_raw("selftest_divergent_barrier", [1, 1, 1], [32, 1, 1], 0, &mut params) }.unwrap_err();
+    assert!(err.contains("divergent barrier"), "{err}");
+    // Launch limits a GPU enforces are enforced too.
+    let err = unsafe { emu::launch_raw("selftest_divergent_barrier", [1, 1, 1], [2048, 1, 1], 0, &mut params) }.unwrap_err();
+    assert!(err.contains("1024"), "{err}");
+    let err = unsafe { emu::launch_raw("no_such_kernel", [1, 1, 1], [32, 1, 1], 0, &mut params) }.unwrap_err();
+    assert!(err.contains("no such kernel"), "{err}");
+}
+
+/// Parameter-gradient reductions use no float atomics, so two runs agree bit for bit (blocks run on
+/// several emulator workers in a varying order).
+#[test]
+fn training_on_the_emulator_is_bitwise_reproducible() {
+    let Some(dev) = emu_device() else { return };
+    let cfg = tiny_config(Activation::Relu);
+    let (b, t) = (3, 11);
+    let tokens = rand_ids(5, b * t, cfg.vocab_size as u32);
+    let run = || {
+        let mut m = Model::new(dev.clone(), cfg.clone(), 4).unwrap();
+        let targets = m.lm_targets(&tokens, b, t, false);
+        let losses: Vec<u64> = (0..3).map(|_| m.train_step(&tokens, &targets, b, t, &AdamW::default()).unwrap().to_bits()).collect();
+        (losses, m.download_params())
+    };
+    let (l1, p1) = run();
+    let (l2, p2) = run();
+    assert_eq!(l1, l2);
+    assert!(p1.iter().zip(&p2).all(|(a, b)| a.to_bits() == b.to_bits()), "parameters differ between identical runs");
+}
+
+/// `--backend cuda` without a GPU is a clear error, never a panic.
+#[test]
+fn the_gpu_backend_without_a_gpu_is_a_clear_error() {
+    if gpu_requested() || memsieve::backend::cuda::gpu_available().is_ok() {
+        return; // there is a GPU: nothing to refuse
+    }
+    let err = CudaDriverBackend::new(0).err().expect("no GPU here").to_string();
+    assert!(err.contains("no CUDA device"), "{err}");
+    let err = memsieve::backend::resolve(memsieve::backend::BackendChoice::Cuda).unwrap_err().to_string();
+    assert!(err.contains("no usable NVIDIA GPU"), "{err}");
+    assert_eq!(memsieve::backend::resolve(memsieve::backend::BackendChoice::Auto).unwrap(), memsieve::backend::BackendChoice::Cpu);
 }

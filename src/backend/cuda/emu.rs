@@ -56,9 +56,34 @@ pub fn has_kernel(name: &str) -> bool {
     }
 }
 
+/// Launch any registered kernel (self-tests included) with cuLaunchKernel-style parameters whose
+/// pointers are host addresses. Errors (bad configuration, divergent barrier) come back as text.
+///
+/// # Safety
+/// `params` must match the kernel's signature and its pointers must cover what the kernel touches.
+pub unsafe fn launch_raw(name: &str, grid: Dim, block: Dim, shared_bytes: u32, params: &mut [*mut c_void]) -> std::result::Result<(), String> {
+    #[cfg(not(memsieve_no_cuda_emu))]
+    {
+        let name = CString::new(name).map_err(|_| "kernel name with a NUL byte".to_string())?;
+        let mut err = [0 as c_char; 512];
+        let rc = ffi::memsieve_emu_launch(
+            name.as_ptr(), grid.as_ptr(), block.as_ptr(), shared_bytes, params.as_mut_ptr(), err.as_mut_ptr(), err.len() as _,
+        );
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&err.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect::<Vec<u8>>()).into_owned())
+        }
+    }
+    #[cfg(memsieve_no_cuda_emu)]
+    {
+        let _ = (name, grid, block, shared_bytes, params);
+        Err("the CUDA emulator was not built".into())
+    }
+}
+
 pub struct EmuLauncher {
-    /// Kernel names as C strings, made once.
-    names: std::collections::HashMap<&'static str, CString>,
+    _private: (),
 }
 
 impl EmuLauncher {
@@ -70,14 +95,10 @@ impl EmuLauncher {
                     .into(),
             ));
         }
-        let mut names = std::collections::HashMap::new();
-        for k in super::kernels::all_kernels() {
-            if !has_kernel(k) {
-                return Err(Error::Backend(format!("the CUDA emulator lacks kernel {k}")));
-            }
-            names.insert(k, CString::new(k).expect("kernel names have no NUL"));
+        if let Some(k) = super::kernels::all_kernels().find(|k| !has_kernel(k)) {
+            return Err(Error::Backend(format!("the CUDA emulator lacks kernel {k}")));
         }
-        Ok(EmuLauncher { names })
+        Ok(EmuLauncher { _private: () })
     }
 }
 
@@ -114,28 +135,11 @@ impl Launcher for EmuLauncher {
     }
 
     fn launch(&self, kernel: &'static str, grid: Dim, block: Dim, shared_bytes: u32, params: &mut [*mut c_void]) {
-        #[cfg(not(memsieve_no_cuda_emu))]
-        {
-            let name = &self.names[kernel];
-            let mut err = [0 as c_char; 512];
-            // Safety: `params` points at live argument values laid out as cuLaunchKernel expects, and
-            // the kernel's pointer arguments come from this launcher's allocations.
-            let rc = unsafe {
-                ffi::memsieve_emu_launch(
-                    name.as_ptr(), grid.as_ptr(), block.as_ptr(), shared_bytes, params.as_mut_ptr(),
-                    err.as_mut_ptr(), err.len() as _,
-                )
-            };
-            if rc != 0 {
-                let msg: Vec<u8> = err.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect();
-                // A failed launch is a host-side bug (bad configuration) or a kernel barrier bug.
-                panic!("CUDA emulator launch failed: {}", String::from_utf8_lossy(&msg));
-            }
-        }
-        #[cfg(memsieve_no_cuda_emu)]
-        {
-            let _ = (kernel, grid, block, shared_bytes, params);
-            unreachable!("EmuLauncher::new refuses to build without the emulator");
+        // Safety: the host code passes parameters matching the kernel's signature, and pointers from
+        // this launcher's allocations.
+        if let Err(e) = unsafe { launch_raw(kernel, grid, block, shared_bytes, params) } {
+            // A failed launch is a host-side bug (bad configuration) or a kernel barrier bug.
+            panic!("CUDA emulator launch failed: {e}");
         }
     }
 

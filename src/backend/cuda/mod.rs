@@ -392,7 +392,9 @@ pub fn info_lines() -> Vec<String> {
         None => lines.push("nvrtc: not found (pip install nvidia-cuda-nvrtc-cu12; add its lib dir to LD_LIBRARY_PATH)".into()),
     }
     if emu::built() {
-        lines.push(format!("cuda-emu: available ({} kernels; slow, for tests and debugging)", emu::kernel_count()));
+        let present = kernels::all_kernels().filter(|k| emu::has_kernel(k)).count();
+        let total = kernels::all_kernels().count();
+        lines.push(format!("cuda-emu: available ({present} of {total} kernels; slow, for tests and debugging)"));
     } else {
         lines.push("cuda-emu: not built (no C++ compiler at build time)".into());
     }
