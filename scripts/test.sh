@@ -4,7 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# (The wgpu and cuda backends' issues add their installs here: mesa-vulkan-drivers, the NVRTC wheel.)
+# (The wgpu backend's issue adds its install here: mesa-vulkan-drivers.)
+
+# cuda backend: g++ builds the CUDA emulator (build.rs), and NVRTC from its PyPI wheel compiles every
+# kernel for sm_80/sm_90 in tests/cuda_nvrtc.rs (no GPU or CUDA toolkit needed).
+if ! command -v g++ >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y --no-install-recommends g++ >/dev/null || { apt-get update >/dev/null && apt-get install -y --no-install-recommends g++ >/dev/null; }
+fi
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "nvidia-cuda-nvrtc-cu12==12.9.*"
+NVRTC_LIB="$(python3 -c 'import nvidia.cuda_nvrtc as m, os; print(os.path.join(list(m.__path__)[0], "lib"))')"
+export LD_LIBRARY_PATH="$NVRTC_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 export RUST_BACKTRACE=1
 cargo build --release --locked --all-targets

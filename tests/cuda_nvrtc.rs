@@ -53,9 +53,15 @@ fn every_kernel_file_compiles_to_cubin_for_sm80_and_sm90() {
     }
     for arch in ARCHS {
         for file in kernels::FILES {
-            let cubin = nvrtc::compile(&file.full_source(), file.name, arch, nvrtc::Output::Cubin).unwrap_or_else(|log| panic!("{log}"));
+            let (cubin, log) = nvrtc::compile_with_log(&file.full_source(), file.name, arch, nvrtc::Output::Cubin, &["--ptxas-options=-v"])
+                .unwrap_or_else(|log| panic!("{log}"));
             assert!(cubin.starts_with(b"\x7fELF"), "{} ({arch}): CUBIN is not an ELF image", file.name);
-            println!("{arch} {}: {} bytes of CUBIN", file.name, cubin.len());
+            println!("{arch} {}: {} bytes of CUBIN\n{log}", file.name, cubin.len());
+            // ptxas reports each kernel's registers and spills; a spill in these small kernels means a
+            // register-blocking mistake.
+            for line in log.lines().filter(|l| l.contains("spill")) {
+                assert!(line.contains(" 0 bytes spill stores") && line.contains(" 0 bytes spill loads"), "{} ({arch}): {line}", file.name);
+            }
         }
     }
 }

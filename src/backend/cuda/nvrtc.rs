@@ -31,6 +31,13 @@ pub enum Output {
 
 /// Compile one source for `arch` (e.g. "sm_90"). An error carries NVRTC's log.
 pub fn compile(source: &str, name: &str, arch: &str, output: Output) -> Result<Vec<u8>, String> {
+    compile_with_log(source, name, arch, output, &[]).map(|(bytes, _)| bytes)
+}
+
+/// As `compile`, with extra NVRTC options (e.g. `--ptxas-options=-v`), also returning NVRTC's log.
+pub fn compile_with_log(
+    source: &str, name: &str, arch: &str, output: Output, extra_options: &[&str],
+) -> Result<(Vec<u8>, String), String> {
     if !available() {
         return Err("libnvrtc not found: install the nvidia-cuda-nvrtc-cu12 wheel and put its lib directory \
                     on LD_LIBRARY_PATH (see README, GPU backends)"
@@ -44,7 +51,8 @@ pub fn compile(source: &str, name: &str, arch: &str, output: Output) -> Result<V
         Output::Cubin => format!("--gpu-architecture={arch}"),
     };
     // No fast-math: the kernels must agree with the cpu backend to 1e-4 (llm.c issue #168 for GELU).
-    let options = [arch_flag, "--std=c++17".to_string(), "--fmad=true".to_string()];
+    let mut options = vec![arch_flag, "--std=c++17".to_string(), "--fmad=true".to_string()];
+    options.extend(extra_options.iter().map(|o| o.to_string()));
     // Safety: `prog` is live until destroy_program below; the buffers are sized by NVRTC.
     let outcome = unsafe {
         match result::compile_program(prog, &options) {
@@ -52,6 +60,7 @@ pub fn compile(source: &str, name: &str, arch: &str, output: Output) -> Result<V
                 Output::Ptx => result::get_ptx(prog).map(|v| v.into_iter().map(|c| c as u8).collect::<Vec<u8>>()),
                 Output::Cubin => get_cubin(prog),
             }
+            .map(|bytes| (bytes, result::get_program_log(prog).map(|l| c_chars_to_string(&l)).unwrap_or_default()))
             .map_err(|e| format!("{name} ({arch}): retrieving the output failed: {e}")),
             Err(e) => {
                 let log = result::get_program_log(prog).map(|l| c_chars_to_string(&l)).unwrap_or_default();
@@ -61,14 +70,14 @@ pub fn compile(source: &str, name: &str, arch: &str, output: Output) -> Result<V
     };
     // Safety: created above, destroyed once.
     let _ = unsafe { result::destroy_program(prog) };
-    let mut bytes = outcome?;
+    let (mut bytes, log) = outcome?;
     if output == Output::Ptx {
         // NVRTC includes the trailing NUL in the PTX size.
         while bytes.last() == Some(&0) {
             bytes.pop();
         }
     }
-    Ok(bytes)
+    Ok((bytes, log))
 }
 
 /// # Safety
