@@ -95,7 +95,7 @@ impl Case {
                         // Equal values (±∞ included) have no error.
                         let err = if x == r { 0.0 } else { (x - r).abs() };
                         let excess = err - (self.atol + self.rtol * r.abs());
-                        let bad = (x.is_nan() != r.is_nan()) || (!r.is_nan() && !(excess <= 0.0));
+                        let bad = (x.is_nan() != r.is_nan()) || (!r.is_nan() && (excess > 0.0 || excess.is_nan()));
                         if bad {
                             panic!(
                                 "{label}: {}[{i}] is {x} on {}, {r} on cpu (|Δ| {err:e} > {} + {}·|ref|)",

@@ -55,9 +55,12 @@ pub struct DeviceInfo {
     pub memory_bytes: usize,
 }
 
+/// One CUBIN image per kernel file, in `kernels::FILES` order.
+type Images = Arc<Vec<Vec<u8>>>;
+
 /// CUBIN per (architecture, kernel file), compiled once per process.
-fn cubins(arch: &str) -> Result<Arc<Vec<Vec<u8>>>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Vec<Vec<u8>>>>>> = OnceLock::new();
+fn cubins(arch: &str) -> Result<Images> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Images>>> = OnceLock::new();
     let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = cache.get(arch) {
         return Ok(c.clone());
