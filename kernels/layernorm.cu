@@ -53,16 +53,19 @@ EMU_KERNEL(layernorm_backward_input)
 
 // dweight[i] += Σ_rows norm·dout, dbias[i] += Σ_rows dout. Block = 32 columns × 8 row lanes: each warp
 // reads 32 consecutive columns of a row (coalesced); the 8 partial sums combine in a fixed order, so
-// the result is deterministic without atomics.
-extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbias, const float* dout,
+// the result is deterministic without atomics. blockIdx.y takes rows [y·rows_split, …): with several
+// row splits each writes partials to out_w/out_b + y·out_stride (accumulate = 0), which the host sums
+// in order (split_reduce_accumulate); with one it accumulates into dweight/dbias directly.
+extern "C" __global__ void layernorm_backward_params(float* out_w, float* out_b, const float* dout,
                                                      const float* inp, const float* mean, const float* rstd,
-                                                     int n, int c) {
+                                                     int n, int c, int rows_split, int out_stride, int accumulate) {
     __shared__ float part_w[8][33];
     __shared__ float part_b[8][33];
     int col = blockIdx.x * 32 + (threadIdx.x & 31), lane_row = threadIdx.x >> 5;
+    const int row_end = min(n, (int)(blockIdx.y + 1) * rows_split);
     float gw = 0.0f, gb = 0.0f;
     if (col < c)
-        for (int row = lane_row; row < n; row += 8) {
+        for (int row = blockIdx.y * rows_split + lane_row; row < row_end; row += 8) {
             long long k = (long long)row * c + col;
             float dy = dout[k];
             gw += (inp[k] - mean[row]) * rstd[row] * dy;
@@ -77,8 +80,10 @@ extern "C" __global__ void layernorm_backward_params(float* dweight, float* dbia
             sw += part_w[r][threadIdx.x];
             sb += part_b[r][threadIdx.x];
         }
-        dweight[col] += sw;
-        dbias[col] += sb;
+        float* ow = out_w + (long long)blockIdx.y * out_stride;
+        float* ob = out_b + (long long)blockIdx.y * out_stride;
+        ow[col] = accumulate ? ow[col] + sw : sw;
+        ob[col] = accumulate ? ob[col] + sb : sb;
     }
 }
 EMU_KERNEL(layernorm_backward_params)

@@ -112,7 +112,7 @@ fn row_stats(x: &[f32], n: usize, c: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
 }
 
 fn layernorm<B: Backend>(dev: &Arc<Device<B>>) {
-    for (i, &(n, c)) in [(1, 7), (37, 70), (5, 130)].iter().enumerate() {
+    for (i, &(n, c)) in [(1, 7), (37, 70), (5, 130), (600, 40)].iter().enumerate() {
         let s = i as u64 * 100;
         let x = rand_vec(s + 1, n * c, -2.0, 3.0);
         let mut k = Case::new();
@@ -141,7 +141,8 @@ fn layernorm<B: Backend>(dev: &Arc<Device<B>>) {
 }
 
 fn matmul<B: Backend>(dev: &Arc<Device<B>>) {
-    let shapes = [(1, 5, 3), (37, 33, 70), (70, 130, 65), (130, 17, 1)];
+    // The last two reduce over enough rows that d(W) and d(bias) take the split-reduction path.
+    let shapes = [(1, 5, 3), (37, 33, 70), (70, 130, 65), (130, 17, 1), (1100, 20, 9), (600, 3, 40)];
     for (i, &(n, c, oc)) in shapes.iter().enumerate() {
         for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
             for with_bias in [true, false] {

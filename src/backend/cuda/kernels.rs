@@ -27,7 +27,7 @@ macro_rules! kernel_file {
 pub const FILES: &[KernelFile] = &[
     kernel_file!("encoder.cu", ["encoder_forward", "encoder_backward_wte", "encoder_backward_wpe"]),
     kernel_file!("layernorm.cu", ["layernorm_forward", "layernorm_backward_input", "layernorm_backward_params"]),
-    kernel_file!("matmul.cu", ["matmul_tiled", "matmul_backward_bias"]),
+    kernel_file!("matmul.cu", ["matmul_tiled", "matmul_backward_bias", "split_reduce_accumulate"]),
     kernel_file!(
         "attention.cu",
         ["attention_forward", "attention_backward_query", "attention_backward_key_value", "kv_cache_write", "attention_decode"]

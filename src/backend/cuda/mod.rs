@@ -14,6 +14,7 @@ use super::{Backend, Op, View, WeightLayout};
 use crate::error::Result;
 use crate::model::config::Activation;
 use std::ffi::c_void;
+use std::sync::Mutex;
 
 /// Grid or block dimensions (x, y, z).
 pub type Dim = [u32; 3];
@@ -46,6 +47,9 @@ pub struct CudaBuffer<M> {
 /// The cuda backend over a launcher (real driver or emulator).
 pub struct CudaBackend<L: Launcher> {
     launcher: L,
+    /// Partial sums of the split reductions, grown on demand. The lock is held while an op enqueues
+    /// the kernels that use it, so ops from several host threads never share it at once.
+    scratch: Mutex<Option<CudaBuffer<L::Mem>>>,
 }
 
 /// The real GPU.
@@ -56,13 +60,13 @@ pub type CudaEmuBackend = CudaBackend<emu::EmuLauncher>;
 impl CudaBackend<driver::DriverLauncher> {
     /// GPU `ordinal`; a clear error when there is no driver, no device or no NVRTC.
     pub fn new(ordinal: usize) -> Result<Self> {
-        Ok(CudaBackend { launcher: driver::DriverLauncher::new(ordinal)? })
+        Ok(CudaBackend { launcher: driver::DriverLauncher::new(ordinal)?, scratch: Mutex::new(None) })
     }
 }
 
 impl CudaBackend<emu::EmuLauncher> {
     pub fn emulator() -> Result<Self> {
-        Ok(CudaBackend { launcher: emu::EmuLauncher::new()? })
+        Ok(CudaBackend { launcher: emu::EmuLauncher::new()?, scratch: Mutex::new(None) })
     }
 }
 
@@ -77,6 +81,23 @@ enum Arg {
 }
 
 const THREADS: u32 = 256;
+
+// Split reductions. Parameter gradients reduce over all B·T rows into a small output, which one pass
+// would leave to a handful of blocks; instead the rows are split, each split writes partial sums, and
+// a second kernel adds them in split order. The split depends on the shape alone (deterministic).
+/// Rows per split of a column reduction (d(bias), LayerNorm d(weight), d(bias)).
+const COLUMN_ROWS_PER_SPLIT: usize = 256;
+/// Reduction rows per split of d(W) (a multiple of the GEMM's k tile).
+const DW_ROWS_PER_SPLIT: usize = 512;
+const MAX_SPLITS: usize = 64;
+/// Partial sums larger than this (words) fall back to one pass.
+const MAX_PARTIAL_WORDS: usize = 4 << 20;
+
+/// (splits, rows per split) for reducing `rows` rows in chunks of about `per` (rounded up to `align`).
+fn splits_for(rows: usize, per: usize, align: usize) -> (usize, usize) {
+    let splits = rows.div_ceil(per).clamp(1, MAX_SPLITS);
+    (splits, rows.div_ceil(splits).next_multiple_of(align))
+}
 
 /// `x` as a kernel `int`; shapes beyond 2³¹ words are refused loudly rather than wrapped.
 fn int(x: usize) -> Arg {
@@ -130,6 +151,25 @@ impl<L: Launcher> CudaBackend<L> {
         self.launcher.launch(kernel, grid, block, shared, &mut params);
     }
 
+    /// Run `f` with the address of at least `words` words of scratch (held exclusively meanwhile).
+    fn with_scratch<R>(&self, words: usize, f: impl FnOnce(Arg) -> R) -> R {
+        let mut slot = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|b| b.len < words) {
+            let grown = words.max(slot.as_ref().map_or(0, |b| 2 * b.len));
+            *slot = None; // free the old one first
+            let buf = self.alloc(grown).unwrap_or_else(|e| panic!("cuda backend: scratch for a split reduction: {e}"));
+            *slot = Some(buf);
+        }
+        let addr = self.launcher.address(&slot.as_ref().expect("allocated above").mem, 0);
+        f(Arg::Ptr(addr))
+    }
+
+    /// dst[i] += Σ_s partials[s·stride + i] for i < count, s in order.
+    fn split_reduce(&self, dst: Arg, partials: Arg, splits: usize, count: usize, stride: usize) {
+        let args = [dst, partials, int(splits), int(count), Arg::I64(stride as i64)];
+        self.launch_1d("split_reduce_accumulate", count, &args);
+    }
+
     /// A 1-D launch of `n` threads in blocks of 256.
     fn launch_1d(&self, kernel: &'static str, n: usize, args: &[Arg]) {
         if n > 0 {
@@ -146,12 +186,24 @@ impl<L: Launcher> CudaBackend<L> {
         if m == 0 || n == 0 {
             return;
         }
-        let grid = [blocks(n, 64), blocks(m, 64), 1];
-        let args = [
-            out, a, b, bias, int(m), int(n), int(k), int(a_strides.0), int(a_strides.1), int(b_strides.0),
-            int(b_strides.1), Arg::I32(accumulate as i32),
-        ];
-        self.launch("matmul_tiled", grid, [THREADS, 1, 1], 0, &args);
+        let args = |out: Arg, accumulate: bool, k_split: usize| {
+            [
+                out, a, b, bias, int(m), int(n), int(k), int(a_strides.0), int(a_strides.1), int(b_strides.0),
+                int(b_strides.1), Arg::I32(accumulate as i32), int(k_split),
+            ]
+        };
+        let (splits, k_split) = splits_for(k, DW_ROWS_PER_SPLIT, 16);
+        // Only d(W) (accumulating, no bias) has the long-K, small-output shape worth splitting.
+        if accumulate && splits > 1 && splits * m * n <= MAX_PARTIAL_WORDS {
+            self.with_scratch(splits * m * n, |partials| {
+                let grid = [blocks(n, 64), blocks(m, 64), splits as u32];
+                self.launch("matmul_tiled", grid, [THREADS, 1, 1], 0, &args(partials, false, k_split));
+                self.split_reduce(out, partials, splits, m * n, m * n);
+            });
+        } else {
+            let grid = [blocks(n, 64), blocks(m, 64), 1];
+            self.launch("matmul_tiled", grid, [THREADS, 1, 1], 0, &args(out, accumulate, k.max(1)));
+        }
     }
 }
 
@@ -238,11 +290,27 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                     int(n), int(c),
                 ];
                 self.launch("layernorm_backward_input", [blocks(n, 4), 1, 1], [128, 1, 1], 0, &args);
-                let args = [
-                    self.ptr(dweight), self.ptr(dbias), self.ptr(dout), self.ptr(inp), self.ptr(mean), self.ptr(rstd),
-                    int(n), int(c),
-                ];
-                self.launch("layernorm_backward_params", [blocks(c, 32), 1, 1], [THREADS, 1, 1], 0, &args);
+                let (splits, rows_split) = splits_for(n, COLUMN_ROWS_PER_SPLIT, 8);
+                let inputs = [self.ptr(dout), self.ptr(inp), self.ptr(mean), self.ptr(rstd), int(n), int(c), int(rows_split)];
+                let grid = [blocks(c, 32), splits as u32, 1];
+                let launch = |out_w: Arg, out_b: Arg, stride: usize, accumulate: bool| {
+                    let mut args = vec![out_w, out_b];
+                    args.extend(inputs);
+                    args.extend([int(stride), Arg::I32(accumulate as i32)]);
+                    self.launch("layernorm_backward_params", grid, [THREADS, 1, 1], 0, &args);
+                };
+                if splits == 1 {
+                    launch(self.ptr(dweight), self.ptr(dbias), 0, true);
+                } else {
+                    // Partials per split: [dweight (c) | dbias (c)].
+                    self.with_scratch(splits * 2 * c, |partials| {
+                        let Arg::Ptr(base) = partials else { unreachable!() };
+                        let partials_b = Arg::Ptr(base + 4 * c as u64);
+                        launch(partials, partials_b, 2 * c, false);
+                        self.split_reduce(self.ptr(dweight), partials, splits, c, 2 * c);
+                        self.split_reduce(self.ptr(dbias), partials_b, splits, c, 2 * c);
+                    });
+                }
             }
             Op::MatmulForward { out, inp, weight, bias, n, c, oc, layout } => {
                 let bias = self.opt_ptr(bias);
@@ -271,8 +339,19 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                 }
                 if let Some(dbias) = dbias {
                     if oc > 0 {
-                        let args = [self.ptr(dbias), self.ptr(dout), int(n), int(oc)];
-                        self.launch("matmul_backward_bias", [blocks(oc, 32), 1, 1], [THREADS, 1, 1], 0, &args);
+                        let (splits, rows_split) = splits_for(n, COLUMN_ROWS_PER_SPLIT, 8);
+                        let grid = [blocks(oc, 32), splits as u32, 1];
+                        let args = |out: Arg, stride: usize, accumulate: bool| {
+                            [out, self.ptr(dout), int(n), int(oc), int(rows_split), int(stride), Arg::I32(accumulate as i32)]
+                        };
+                        if splits == 1 {
+                            self.launch("matmul_backward_bias", grid, [THREADS, 1, 1], 0, &args(self.ptr(dbias), 0, true));
+                        } else {
+                            self.with_scratch(splits * oc, |partials| {
+                                self.launch("matmul_backward_bias", grid, [THREADS, 1, 1], 0, &args(partials, oc, false));
+                                self.split_reduce(self.ptr(dbias), partials, splits, oc, oc);
+                            });
+                        }
                     }
                 }
             }
