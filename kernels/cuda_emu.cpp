@@ -299,6 +299,9 @@ extern "C" int memsieve_emu_launch(const char* name, const unsigned* grid, const
             unsigned long long b = next.fetch_add(1);
             if (b >= blocks || failed.load()) break;
             r->block = dim3{(unsigned)(b % grid[0]), (unsigned)(b / grid[0] % grid[1]), (unsigned)(b / grid[0] / grid[1])};
+            // Shared memory starts undefined on a GPU: poison it (NaN floats) so a kernel that reads
+            // before writing fails here too instead of seeing zeros.
+            std::memset(r->dyn_smem.data(), 0xFF, r->dyn_smem.size() * sizeof(uint64_t));
             if (!r->run_block()) {
                 std::lock_guard<std::mutex> g(err_mutex);
                 if (!failed.exchange(true)) first_error = r->error;

@@ -78,6 +78,7 @@ cuda_test!(adamw_matches_cpu, adamw);
 cuda_test!(argmax_matches_cpu_ties_nan_and_suppress, argmax);
 cuda_test!(five_training_steps_give_the_cpu_losses, training);
 cuda_test!(greedy_generation_gives_the_cpu_tokens, generation);
+cuda_test!(pytorch_fixtures_logits_loss_and_gradients_match, pytorch_golden);
 
 fn encoder<B: Backend>(dev: &Arc<Device<B>>) {
     for (i, &(b, t, c, vocab, pos0)) in [(1, 1, 5, 3, 0), (3, 7, 20, 11, 2), (2, 9, 40, 6, 0)].iter().enumerate() {
@@ -495,4 +496,31 @@ fn the_gpu_backend_without_a_gpu_is_a_clear_error() {
     let err = memsieve::backend::resolve(memsieve::backend::BackendChoice::Cuda).unwrap_err().to_string();
     assert!(err.contains("no usable NVIDIA GPU"), "{err}");
     assert_eq!(memsieve::backend::resolve(memsieve::backend::BackendChoice::Auto).unwrap(), memsieve::backend::BackendChoice::Cpu);
+}
+
+/// The PyTorch/transformers fixtures of tests/golden.rs (float64 reference), on the cuda backend:
+/// logits and loss within 1e-4, every gradient within 1e-5 + 1e-4·|ref|, greedy generation.
+fn pytorch_golden<B: Backend>(dev: &Arc<Device<B>>) {
+    for name in ["relu_l1", "gelunew_l3", "gelu_l2"] {
+        let f = common::Fixture::load(name);
+        let mut m = Model::from_params(dev.clone(), f.cfg.clone(), &f.params).unwrap();
+        let targets = m.lm_targets(&f.tokens, f.b, f.t, false);
+        let out = m.evaluate(&f.tokens, &targets, f.b, f.t).unwrap();
+        let worst = common::max_abs_diff(&m.download_logits(), &f.tensor("logits"));
+        assert!(worst <= 1e-4, "{name}: logits differ from PyTorch by {worst:e}");
+        let loss_ref = f.tensor("loss")[0] as f64;
+        assert!((out.loss - loss_ref).abs() <= 1e-4, "{name}: loss {} vs PyTorch {loss_ref}", out.loss);
+        m.forward_backward(&f.tokens, &targets, f.b, f.t).unwrap();
+        let grads = m.download_grads().unwrap();
+        for view in &m.layout.views {
+            let reference = f.tensor(&format!("grad.{}", view.name));
+            common::assert_close(&grads[view.range()], &reference, 1e-5, 1e-4, &format!("{name}: grad of {}", view.name));
+        }
+        let prompts = f.int_rows("gen_prompt");
+        let want = f.int_rows("gen_output");
+        let l = want[0].len();
+        let got = m.generate(&prompts, &GenerateOptions { max_length: l, min_length: l, batch: 3 }).unwrap();
+        assert_eq!(got, want, "{name}: greedy generation differs from transformers");
+        println!("{name}: max |Δlogit| vs PyTorch {worst:.2e}, loss {:.6} vs {loss_ref:.6}", out.loss);
+    }
 }

@@ -27,6 +27,8 @@ impl Context {
     pub fn cpu_device(&self) -> Result<Arc<Device<CpuBackend>>> {
         match resolve(self.backend)? {
             BackendChoice::Cpu => {}
+            // `auto` found a GPU, but the commands dispatch to the cpu backend only so far.
+            _ if self.backend == BackendChoice::Auto => {}
             other => {
                 return Err(crate::error::Error::Backend(format!(
                     "the {other:?} backend is available, but this command does not dispatch to it yet; use --backend cpu"
