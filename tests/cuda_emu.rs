@@ -7,7 +7,7 @@
 
 mod common;
 #[path = "common/backend_parity.rs"]
-mod parity;
+mod backend_parity;
 
 use memsieve::backend::cpu::CpuBackend;
 use memsieve::backend::cuda::{emu, CudaDriverBackend, CudaEmuBackend};
@@ -15,7 +15,7 @@ use memsieve::backend::{Backend, Device, Op, WeightLayout, IGNORE_TARGET};
 use memsieve::model::config::{Activation, ModelConfig};
 use memsieve::model::generate::GenerateOptions;
 use memsieve::model::{AdamW, Model};
-use parity::{rand_ids, rand_vec, Case};
+use backend_parity::{rand_ids, rand_vec, Case};
 use std::ffi::c_void;
 use std::sync::{Arc, OnceLock};
 
@@ -66,6 +66,29 @@ macro_rules! cuda_test {
     };
 }
 
+/// The shared op-by-op checks of tests/common/parity.rs (the ones the wgpu backend passes too).
+mod shared {
+    use super::*;
+    use common::parity::{self, Pair};
+
+    macro_rules! shared_parity_tests {
+        ($($name:ident),*) => {$(
+            #[test]
+            fn $name() {
+                let cpu = common::cpu_device();
+                if gpu_requested() {
+                    parity::$name(&Pair::new(&cpu, &gpu_device()));
+                } else if let Some(dev) = emu_device() {
+                    parity::$name(&Pair::new(&cpu, &dev));
+                }
+            }
+        )*};
+    }
+    shared_parity_tests!(encoder, layernorm, matmul, attention, kv_cache_decode, activation, crossentropy, adamw, small_ops);
+}
+
+// This file's own cases (common/backend_parity.rs compares every buffer after each op, inputs included):
+// in-place calls, argmax ties/NaN/suppress, and shapes that take the split-reduction paths.
 cuda_test!(encoder_forward_and_backward_match_cpu, encoder);
 cuda_test!(layernorm_forward_and_backward_match_cpu, layernorm);
 cuda_test!(matmul_forward_and_backward_match_cpu, matmul);

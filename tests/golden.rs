@@ -1,24 +1,49 @@
 //! Golden tests against PyTorch / Hugging Face transformers (fixtures from tests/gen_fixtures.py,
 //! computed in float64 by `GPT2LMHeadModel`): logits, loss, every parameter gradient, five AdamW
-//! steps and greedy generation, on the cpu backend.
+//! steps and greedy generation, on the cpu backend and (on lavapipe in CI) the wgpu backend.
 
 mod common;
 
 use common::{cpu_device, Fixture};
+use memsieve::backend::{Backend, Device};
 use memsieve::model::generate::GenerateOptions;
 use memsieve::model::{AdamW, Model};
+use std::sync::Arc;
 
 const CONFIGS: [&str; 3] = ["relu_l1", "gelunew_l3", "gelu_l2"];
 
-fn model_for(f: &Fixture) -> Model<memsieve::backend::cpu::CpuBackend> {
-    Model::from_params(cpu_device(), f.cfg.clone(), &f.params).expect("fixture model loads")
+fn model_for<B: Backend>(dev: &Arc<Device<B>>, f: &Fixture) -> Model<B> {
+    Model::from_params(dev.clone(), f.cfg.clone(), &f.params).expect("fixture model loads")
 }
 
-#[test]
-fn logits_and_loss_match_pytorch() {
+/// Each check as a test on the cpu backend and one on the wgpu backend.
+macro_rules! on_every_backend {
+    ($($check:ident => $cpu:ident, $wgpu:ident;)*) => {$(
+        #[test]
+        fn $cpu() {
+            $check(&cpu_device());
+        }
+        #[test]
+        fn $wgpu() {
+            if let Some(dev) = common::wgpu_device() {
+                $check(&dev);
+            }
+        }
+    )*};
+}
+
+on_every_backend! {
+    logits_and_loss => logits_and_loss_match_pytorch, wgpu_logits_and_loss_match_pytorch;
+    every_gradient => every_gradient_matches_pytorch, wgpu_every_gradient_matches_pytorch;
+    five_adamw_steps => five_adamw_steps_match_pytorch, wgpu_five_adamw_steps_match_pytorch;
+    greedy_generation => greedy_generation_matches_transformers_token_for_token, wgpu_greedy_generation_matches_transformers_token_for_token;
+    save_pretrained_directory => a_save_pretrained_directory_gives_the_same_logits, wgpu_a_save_pretrained_directory_gives_the_same_logits;
+}
+
+fn logits_and_loss<B: Backend>(dev: &Arc<Device<B>>) {
     for name in CONFIGS {
         let f = Fixture::load(name);
-        let mut m = model_for(&f);
+        let mut m = model_for(dev, &f);
         let targets = m.lm_targets(&f.tokens, f.b, f.t, false);
         let out = m.evaluate(&f.tokens, &targets, f.b, f.t).unwrap();
         let logits = m.download_logits();
@@ -30,11 +55,10 @@ fn logits_and_loss_match_pytorch() {
     }
 }
 
-#[test]
-fn every_gradient_matches_pytorch() {
+fn every_gradient<B: Backend>(dev: &Arc<Device<B>>) {
     for name in CONFIGS {
         let f = Fixture::load(name);
-        let mut m = model_for(&f);
+        let mut m = model_for(dev, &f);
         let targets = m.lm_targets(&f.tokens, f.b, f.t, false);
         m.forward_backward(&f.tokens, &targets, f.b, f.t).unwrap();
         let grads = m.download_grads().unwrap();
@@ -47,11 +71,10 @@ fn every_gradient_matches_pytorch() {
     }
 }
 
-#[test]
-fn five_adamw_steps_match_pytorch() {
+fn five_adamw_steps<B: Backend>(dev: &Arc<Device<B>>) {
     for name in CONFIGS {
         let f = Fixture::load(name);
-        let mut m = model_for(&f);
+        let mut m = model_for(dev, &f);
         let targets = m.lm_targets(&f.tokens, f.b, f.t, false);
         let reference = f.tensor("adamw_losses");
         let h = AdamW::default();
@@ -85,11 +108,10 @@ fn five_adamw_steps_match_pytorch() {
     }
 }
 
-#[test]
-fn greedy_generation_matches_transformers_token_for_token() {
+fn greedy_generation<B: Backend>(dev: &Arc<Device<B>>) {
     for name in CONFIGS {
         let f = Fixture::load(name);
-        let mut m = model_for(&f);
+        let mut m = model_for(dev, &f);
         let prompts = f.int_rows("gen_prompt");
         let want = f.int_rows("gen_output");
         let l = want[0].len();
@@ -100,12 +122,11 @@ fn greedy_generation_matches_transformers_token_for_token() {
     }
 }
 
-#[test]
-fn a_save_pretrained_directory_gives_the_same_logits() {
+fn save_pretrained_directory<B: Backend>(dev: &Arc<Device<B>>) {
     for name in ["relu_l1", "gelunew_l3"] {
         let f = Fixture::load(name);
         let (cfg, params) = memsieve::checkpoint::load_model(common::fixture_path(&format!("hf_{name}"))).unwrap();
-        let mut m = Model::from_params(cpu_device(), cfg, &params).unwrap();
+        let mut m = Model::from_params(dev.clone(), cfg, &params).unwrap();
         m.forward(&f.tokens, None, f.b, f.t).unwrap();
         let worst = common::max_abs_diff(&m.download_logits(), &f.tensor("logits"));
         assert!(worst <= 1e-4, "{name}: logits from the transformers directory differ by {worst:e}");

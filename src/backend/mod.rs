@@ -14,6 +14,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod profile;
+pub mod wgpu;
 
 use crate::error::{Error, Result};
 use crate::model::config::Activation;
@@ -178,6 +179,29 @@ impl<Buf> Op<'_, Buf> {
     }
 }
 
+/// Work and traffic a backend has done since it was created (the profiler shows them per step).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Kernel launches (an op may be several).
+    pub dispatches: u64,
+    /// Command submissions to the device queue.
+    pub submits: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+impl std::ops::Sub for Counters {
+    type Output = Counters;
+    fn sub(self, o: Counters) -> Counters {
+        Counters {
+            dispatches: self.dispatches - o.dispatches,
+            submits: self.submits - o.submits,
+            bytes_up: self.bytes_up - o.bytes_up,
+            bytes_down: self.bytes_down - o.bytes_down,
+        }
+    }
+}
+
 /// A compute backend: buffer management plus one `run` per op.
 pub trait Backend: Send + Sync + 'static {
     type Buffer: Send + Sync;
@@ -203,6 +227,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Words of d(att) working space `AttentionBackward` wants (the cpu backend keeps it per task).
     fn attention_scratch_len(&self, b: usize, t: usize, nh: usize) -> usize {
         b * nh * t * t
+    }
+    /// Dispatches and host↔device traffic so far (zero where there is no device boundary).
+    fn counters(&self) -> Counters {
+        Counters::default()
     }
 }
 

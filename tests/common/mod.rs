@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use memsieve::backend::cpu::CpuBackend;
+pub mod parity;
+
 use memsieve::backend::Device;
 use memsieve::model::config::ModelConfig;
 use memsieve::model::params::ParamLayout;
@@ -95,3 +97,23 @@ pub fn assert_close(a: &[f32], b: &[f32], atol: f32, rtol: f32, what: &str) {
     assert!(worst.1 <= 0.0, "{what}: element {} is {} vs reference {} (atol {atol}, rtol {rtol})", worst.0, a[worst.0], b[worst.0]);
 }
 
+
+/// The shared wgpu device of this test binary, or None (with a loud notice) where no Vulkan adapter
+/// exists. Under CI (`CI=true`) a missing adapter fails the test instead: CI installs lavapipe.
+pub fn wgpu_device() -> Option<Arc<Device<memsieve::backend::wgpu::WgpuBackend>>> {
+    static DEV: OnceLock<Option<Arc<Device<memsieve::backend::wgpu::WgpuBackend>>>> = OnceLock::new();
+    DEV.get_or_init(|| match memsieve::backend::wgpu::WgpuBackend::new() {
+        Ok(b) => {
+            eprintln!("wgpu tests run on {} ({:?})", b.adapter.name, b.adapter.device_type);
+            Some(Arc::new(Device::new(b)))
+        }
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true but no wgpu adapter: {e}");
+            }
+            eprintln!("\n!!!!!!!! SKIPPING wgpu tests: {e} !!!!!!!!\n");
+            None
+        }
+    })
+    .clone()
+}

@@ -10,10 +10,11 @@ pub mod emu;
 pub mod kernels;
 pub mod nvrtc;
 
-use super::{Backend, Op, View, WeightLayout};
+use super::{Backend, Counters, Op, View, WeightLayout};
 use crate::error::Result;
 use crate::model::config::Activation;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Grid or block dimensions (x, y, z).
@@ -50,6 +51,9 @@ pub struct CudaBackend<L: Launcher> {
     /// Partial sums of the split reductions, grown on demand. The lock is held while an op enqueues
     /// the kernels that use it, so ops from several host threads never share it at once.
     scratch: Mutex<Option<CudaBuffer<L::Mem>>>,
+    launches: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
 }
 
 /// The real GPU.
@@ -60,13 +64,13 @@ pub type CudaEmuBackend = CudaBackend<emu::EmuLauncher>;
 impl CudaBackend<driver::DriverLauncher> {
     /// GPU `ordinal`; a clear error when there is no driver, no device or no NVRTC.
     pub fn new(ordinal: usize) -> Result<Self> {
-        Ok(CudaBackend { launcher: driver::DriverLauncher::new(ordinal)?, scratch: Mutex::new(None) })
+        Ok(Self::over(driver::DriverLauncher::new(ordinal)?))
     }
 }
 
 impl CudaBackend<emu::EmuLauncher> {
     pub fn emulator() -> Result<Self> {
-        Ok(CudaBackend { launcher: emu::EmuLauncher::new()?, scratch: Mutex::new(None) })
+        Ok(Self::over(emu::EmuLauncher::new()?))
     }
 }
 
@@ -122,6 +126,16 @@ fn act_code(act: Activation) -> Arg {
 }
 
 impl<L: Launcher> CudaBackend<L> {
+    fn over(launcher: L) -> Self {
+        CudaBackend {
+            launcher,
+            scratch: Mutex::new(None),
+            launches: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+        }
+    }
+
     pub fn describe(&self) -> String {
         self.launcher.describe()
     }
@@ -148,6 +162,7 @@ impl<L: Launcher> CudaBackend<L> {
             .collect();
         let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
         let shared = u32::try_from(shared_bytes).expect("shared memory size fits in 32 bits");
+        self.launches.fetch_add(1, Ordering::Relaxed);
         self.launcher.launch(kernel, grid, block, shared, &mut params);
     }
 
@@ -236,6 +251,7 @@ impl<L: Launcher> Backend for CudaBackend<L> {
 
     fn upload_u32(&self, dst: View<'_, Self::Buffer>, src: &[u32]) {
         assert!(dst.off + src.len() <= dst.buf.len, "upload beyond the buffer");
+        self.bytes_up.fetch_add(4 * src.len() as u64, Ordering::Relaxed);
         self.launcher.upload(&dst.buf.mem, dst.off, src)
     }
 
@@ -245,11 +261,23 @@ impl<L: Launcher> Backend for CudaBackend<L> {
 
     fn download_u32(&self, src: View<'_, Self::Buffer>, dst: &mut [u32]) {
         assert!(src.off + dst.len() <= src.buf.len, "download beyond the buffer");
+        self.bytes_down.fetch_add(4 * dst.len() as u64, Ordering::Relaxed);
         self.launcher.download(&src.buf.mem, src.off, dst)
     }
 
     fn synchronize(&self) {
         self.launcher.synchronize()
+    }
+
+    fn counters(&self) -> Counters {
+        let launches = self.launches.load(Ordering::Relaxed);
+        Counters {
+            dispatches: launches,
+            // Every launch goes straight into the stream.
+            submits: launches,
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.bytes_down.load(Ordering::Relaxed),
+        }
     }
 
     fn run(&self, op: &Op<'_, Self::Buffer>) {

@@ -1,0 +1,250 @@
+//! Each `Op` as its dispatches: which shader entry, what grid, which views at which bindings, and the
+//! scalars in the order of the shader's parameter struct.
+
+use super::{WgpuBackend, WgpuBuffer};
+use crate::backend::{Op, View, WeightLayout, IGNORE_TARGET};
+use crate::model::config::Activation;
+
+type V<'a> = View<'a, WgpuBuffer>;
+
+/// Rows summed per chunk in the first pass of a deterministic column reduction.
+const REDUCE_ROWS: usize = 64;
+/// The decode shader keeps a row's scores in shared memory (attention.wgsl's MAX_DECODE_T).
+const MAX_DECODE_T: usize = 2048;
+
+fn u(x: usize) -> u32 {
+    u32::try_from(x).expect("size exceeds the 32-bit indexing of the WGSL kernels")
+}
+fn f(x: f32) -> u32 {
+    x.to_bits()
+}
+
+/// One strided batched GEMM (see matmul.wgsl): C = alpha·A·B + beta·C (+ bias); the batch index splits
+/// as (z / nb2, z % nb2) with strides `*_bs` for the two parts.
+struct Gemm<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: V<'a>,
+    a_s: [usize; 2],
+    b: V<'a>,
+    b_s: [usize; 2],
+    c: V<'a>,
+    c_rs: usize,
+    batch: [usize; 2],
+    a_bs: [usize; 2],
+    b_bs: [usize; 2],
+    c_bs: [usize; 2],
+    alpha: f32,
+    beta: f32,
+    bias: Option<V<'a>>,
+}
+
+impl<'a> Gemm<'a> {
+    /// A single (unbatched) product.
+    #[allow(clippy::too_many_arguments)]
+    fn plain(m: usize, n: usize, k: usize, a: V<'a>, a_s: [usize; 2], b: V<'a>, b_s: [usize; 2], c: V<'a>, c_rs: usize) -> Self {
+        Gemm { m, n, k, a, a_s, b, b_s, c, c_rs, batch: [1, 1], a_bs: [0; 2], b_bs: [0; 2], c_bs: [0; 2], alpha: 1.0, beta: 0.0, bias: None }
+    }
+    /// Per (batch row, head) of attention: `nb` rows of `nh` heads.
+    fn heads(mut self, nb: usize, nh: usize, a_bs: [usize; 2], b_bs: [usize; 2], c_bs: [usize; 2]) -> Self {
+        self.batch = [nb, nh];
+        self.a_bs = a_bs;
+        self.b_bs = b_bs;
+        self.c_bs = c_bs;
+        self
+    }
+}
+
+impl WgpuBackend {
+    fn gemm(&self, g: Gemm<'_>) {
+        // The shader reads the bias binding only when has_bias is set, but it must be bound anyway.
+        let bindings = [(1, g.c), (2, g.a), (3, g.b), (4, g.bias.unwrap_or(g.c))];
+        let groups = [u(g.n.div_ceil(64)), u(g.m.div_ceil(64)), u(g.batch[0] * g.batch[1])];
+        let s = [
+            u(g.m), u(g.n), u(g.k),
+            u(g.a_s[0]), u(g.a_s[1]), u(g.b_s[0]), u(g.b_s[1]), u(g.c_rs),
+            u(g.batch[1]), u(g.a_bs[0]), u(g.a_bs[1]), u(g.b_bs[0]), u(g.b_bs[1]), u(g.c_bs[0]), u(g.c_bs[1]),
+            f(g.alpha), f(g.beta), g.bias.is_some() as u32,
+        ];
+        self.dispatch("matmul", "gemm", groups, &bindings, &s);
+    }
+
+    /// dst[j] += Σ_row src[row·row_stride + j] for j < cols, in a fixed order (two passes).
+    fn column_sum_into(&self, dst: V, src: V, rows: usize, cols: usize, row_stride: usize) {
+        let chunks = rows.div_ceil(REDUCE_ROWS);
+        let scratch = self.scratch(chunks * cols);
+        let part = View::new(&*scratch, 0, chunks * cols);
+        // elementwise P: n, cols, value, batches, rows, ds0, ds1, ss0, ss1, suppress, row_stride, chunk_rows, chunks
+        let s1 = [u(rows), u(cols), 0, 0, 0, 0, 0, 0, 0, 0, u(row_stride), u(REDUCE_ROWS), 0];
+        self.dispatch("elementwise", "colsum_partial", [u(cols.div_ceil(64)), u(chunks), 1], &[(1, part), (2, src)], &s1);
+        self.accumulate_chunks(dst, part, chunks, cols, cols);
+    }
+
+    /// dst[j] += Σ_chunk part[chunk·row_stride + j] (pass 2 of a column sum).
+    fn accumulate_chunks(&self, dst: V, part: V, chunks: usize, cols: usize, row_stride: usize) {
+        let s = [0, u(cols), 0, 0, 0, 0, 0, 0, 0, 0, u(row_stride), 0, u(chunks)];
+        self.dispatch("elementwise", "colsum_accumulate", Self::groups_1d(cols, 64), &[(1, dst), (2, part)], &s);
+    }
+
+    pub(super) fn record(&self, op: &Op<'_, WgpuBuffer>) {
+        match *op {
+            Op::EncoderForward { out, tokens, wte, wpe, b, t, c, pos0 } => {
+                let s = [u(b), u(t), u(c), u(pos0), u(wte.len / c)];
+                let bind = [(1, out), (2, wte), (3, wpe), (4, tokens)];
+                self.dispatch("encoder", "forward", Self::groups_1d(b * t * c, 256), &bind, &s);
+            }
+            Op::EncoderBackward { dwte, dwpe, dout, tokens, b, t, c, pos0 } => {
+                let vocab = dwte.len / c;
+                let s = [u(b), u(t), u(c), u(pos0), u(vocab)];
+                let groups = Self::groups_1d(vocab * c.div_ceil(64), 1);
+                self.dispatch("encoder", "backward_wte", groups, &[(4, tokens), (5, dwte), (7, dout)], &s);
+                self.dispatch("encoder", "backward_wpe", Self::groups_1d(t * c, 256), &[(6, dwpe), (7, dout)], &s);
+            }
+            Op::LayerNormForward { out, mean, rstd, inp, weight, bias, n, c, eps } => {
+                let bind = [(1, out), (2, mean), (3, rstd), (4, inp), (5, weight), (6, bias)];
+                self.dispatch("layernorm", "forward", Self::groups_1d(n, 8), &bind, &[u(n), u(c), f(eps), 0]);
+            }
+            Op::LayerNormBackward { dinp, dweight, dbias, dout, inp, weight, mean, rstd, n, c } => {
+                let bind = [(1, dinp), (2, mean), (3, rstd), (4, inp), (5, weight), (7, dout)];
+                self.dispatch("layernorm", "backward_input", Self::groups_1d(n, 8), &bind, &[u(n), u(c), 0, 0]);
+                let chunks = n.div_ceil(REDUCE_ROWS);
+                let scratch = self.scratch(chunks * 2 * c);
+                let part = View::new(&*scratch, 0, chunks * 2 * c);
+                let bind = [(1, part), (2, mean), (3, rstd), (4, inp), (7, dout)];
+                let s = [u(n), u(c), 0, u(REDUCE_ROWS)];
+                self.dispatch("layernorm", "backward_params_partial", [u(c.div_ceil(64)), u(chunks), 1], &bind, &s);
+                self.accumulate_chunks(dweight, part, chunks, c, 2 * c);
+                self.accumulate_chunks(dbias, part.slice(c, part.len - c), chunks, c, 2 * c);
+            }
+            Op::MatmulForward { out, inp, weight, bias, n, c, oc, layout } => {
+                // W(k, j): [in, out] row-major, or [out, in] for the tied LM head.
+                let w_s = match layout {
+                    WeightLayout::InOut => [oc, 1],
+                    WeightLayout::OutIn => [1, c],
+                };
+                let mut g = Gemm::plain(n, oc, c, inp, [c, 1], weight, w_s, out, oc);
+                g.bias = bias;
+                self.gemm(g);
+            }
+            Op::MatmulBackward { dinp, dweight, dbias, dout, inp, weight, n, c, oc, layout } => {
+                if let Some(dinp) = dinp {
+                    // dinp = dout · Wᵀ
+                    let wt_s = match layout {
+                        WeightLayout::InOut => [1, oc],
+                        WeightLayout::OutIn => [c, 1],
+                    };
+                    self.gemm(Gemm::plain(n, c, oc, dout, [oc, 1], weight, wt_s, dinp, c));
+                }
+                if let Some(dweight) = dweight {
+                    let mut g = match layout {
+                        // dW[c, oc] += inpᵀ · dout
+                        WeightLayout::InOut => Gemm::plain(c, oc, n, inp, [1, c], dout, [oc, 1], dweight, oc),
+                        // dW[oc, c] += doutᵀ · inp
+                        WeightLayout::OutIn => Gemm::plain(oc, c, n, dout, [1, oc], inp, [c, 1], dweight, c),
+                    };
+                    g.beta = 1.0;
+                    self.gemm(g);
+                }
+                if let Some(dbias) = dbias {
+                    self.column_sum_into(dbias, dout, n, oc, oc);
+                }
+            }
+            Op::AttentionForward { out, att, qkv, b, t, c, nh } => {
+                let hs = c / nh;
+                let (q, k, v) = (qkv, qkv.slice(c, qkv.len - c), qkv.slice(2 * c, qkv.len - 2 * c));
+                let qkv_bs = [t * 3 * c, hs];
+                let att_bs = [nh * t * t, t * t];
+                // Scores S = Q·Kᵀ for all t×t pairs (the softmax masks the upper triangle).
+                self.gemm(Gemm::plain(t, t, hs, q, [3 * c, 1], k, [1, 3 * c], att, t).heads(b, nh, qkv_bs, qkv_bs, att_bs));
+                let s = [u(b * nh * t), u(t), f(1.0 / (hs as f32).sqrt()), 0, 0, 0, 0, 0];
+                self.dispatch("attention", "softmax_forward", Self::groups_1d(b * nh * t, 8), &[(1, att)], &s);
+                // Y = P·V, written into the head's columns of out [b, t, c].
+                self.gemm(Gemm::plain(t, hs, t, att, [t, 1], v, [3 * c, 1], out, c).heads(b, nh, att_bs, qkv_bs, [t * c, hs]));
+            }
+            Op::AttentionBackward { dqkv, scratch, dout, qkv, att, b, t, c, nh } => {
+                let hs = c / nh;
+                let (q, k, v) = (qkv, qkv.slice(c, qkv.len - c), qkv.slice(2 * c, qkv.len - 2 * c));
+                let (dq, dk, dv) = (dqkv, dqkv.slice(c, dqkv.len - c), dqkv.slice(2 * c, dqkv.len - 2 * c));
+                let qkv_bs = [t * 3 * c, hs];
+                let att_bs = [nh * t * t, t * t];
+                let y_bs = [t * c, hs];
+                // dV = Pᵀ·dY
+                self.gemm(Gemm::plain(t, hs, t, att, [1, t], dout, [c, 1], dv, 3 * c).heads(b, nh, att_bs, y_bs, qkv_bs));
+                // dP = dY·Vᵀ
+                self.gemm(Gemm::plain(t, t, hs, dout, [c, 1], v, [1, 3 * c], scratch, t).heads(b, nh, y_bs, qkv_bs, att_bs));
+                // dS = P ⊙ (dP − rowsum(P ⊙ dP)) / √hs
+                let s = [u(b * nh * t), u(t), f(1.0 / (hs as f32).sqrt()), 0, 0, 0, 0, 0];
+                self.dispatch("attention", "softmax_backward", Self::groups_1d(b * nh * t, 8), &[(1, scratch), (2, att)], &s);
+                // dQ = dS·K, dK = dSᵀ·Q
+                self.gemm(Gemm::plain(t, hs, t, scratch, [t, 1], k, [3 * c, 1], dq, 3 * c).heads(b, nh, att_bs, qkv_bs, qkv_bs));
+                self.gemm(Gemm::plain(t, hs, t, scratch, [1, t], q, [3 * c, 1], dk, 3 * c).heads(b, nh, att_bs, qkv_bs, qkv_bs));
+            }
+            Op::KvCacheWrite { cache, qkv, b, t, pos0, t_max, c, nh } => {
+                let s = [0, u(t), 0, u(b), u(c), u(nh), u(t_max), u(pos0)];
+                self.dispatch("attention", "kv_cache_write", Self::groups_1d(b * t * c, 256), &[(3, qkv), (4, cache)], &s);
+            }
+            Op::AttentionDecode { out, qkv, cache, b, pos, t_max, c, nh } => {
+                assert!(pos < MAX_DECODE_T, "the wgpu decode step supports contexts up to {MAX_DECODE_T} positions");
+                let hs = c / nh;
+                let s = [0, 0, f(1.0 / (hs as f32).sqrt()), u(b), u(c), u(nh), u(t_max), u(pos)];
+                self.dispatch("attention", "decode", Self::groups_1d(b * nh, 1), &[(1, out), (3, qkv), (4, cache)], &s);
+            }
+            Op::ActivationForward { out, inp, n, act } => {
+                self.dispatch("activation", "forward", Self::groups_1d(n, 256), &[(1, out), (2, inp)], &[u(n), act_code(act)]);
+            }
+            Op::ActivationBackward { dinp, inp, dout, n, act } => {
+                let bind = [(1, dinp), (2, inp), (3, dout)];
+                self.dispatch("activation", "backward", Self::groups_1d(n, 256), &bind, &[u(n), act_code(act)]);
+            }
+            Op::Residual { out, a, b, n } => {
+                let s = [u(n), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                self.dispatch("elementwise", "residual", Self::groups_1d(n, 256), &[(1, out), (2, a), (3, b)], &s);
+            }
+            Op::SoftmaxCrossEntropyForward { losses, probs, logits, targets, n, v } => {
+                let bind = [(1, losses), (2, probs), (3, logits), (4, targets)];
+                self.dispatch("crossentropy", "forward", Self::groups_1d(n, 8), &bind, &[u(n), u(v), 0]);
+            }
+            Op::CrossEntropyBackward { dlogits, probs, targets, scale, n, v } => {
+                let bind = [(2, dlogits), (3, probs), (4, targets)];
+                self.dispatch("crossentropy", "backward", Self::groups_1d(n * v, 256), &bind, &[u(n), u(v), f(scale)]);
+            }
+            Op::AdamW { params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay } => {
+                // The step-dependent scalars exactly as the cpu backend folds them (in f64).
+                let bc1 = 1.0 - (beta1 as f64).powi(step as i32);
+                let bc2 = 1.0 - (beta2 as f64).powi(step as i32);
+                let step_size = (lr as f64 / bc1) as f32;
+                let bc2_sqrt = bc2.sqrt() as f32;
+                let decay = 1.0 - lr * weight_decay;
+                let n = params.len;
+                let s = [u(n), f(beta1), f(beta2), f(eps), f(decay), f(step_size), f(bc2_sqrt)];
+                let bind = [(1, params), (2, grads), (3, m), (4, v)];
+                self.dispatch("adamw", "update", Self::groups_1d(n, 256), &bind, &s);
+            }
+            Op::Argmax { out, logits, n, v, suppress } => {
+                let s = [u(n), u(v), 0, 0, 0, 0, 0, 0, 0, suppress.unwrap_or(IGNORE_TARGET), 0, 0, 0];
+                self.dispatch("elementwise", "argmax", Self::groups_1d(n, 64), &[(2, logits), (4, out)], &s);
+            }
+            Op::Fill { dst, value } => {
+                let s = [u(dst.len), 0, f(value), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                self.dispatch("elementwise", "fill", Self::groups_1d(dst.len, 256), &[(1, dst)], &s);
+            }
+            Op::CopyStrided { dst, src, batches, rows, cols, dst_strides, src_strides } => {
+                let n = batches * rows * cols;
+                let s = [
+                    u(n), u(cols), 0, u(batches), u(rows),
+                    u(dst_strides[0]), u(dst_strides[1]), u(src_strides[0]), u(src_strides[1]), 0, 0, 0, 0,
+                ];
+                self.dispatch("elementwise", "copy_strided", Self::groups_1d(n, 256), &[(1, dst), (2, src)], &s);
+            }
+        }
+    }
+}
+
+fn act_code(act: Activation) -> u32 {
+    match act {
+        Activation::Relu => 0,
+        Activation::Gelu => 1,
+        Activation::GeluNew => 2,
+    }
+}

@@ -1,0 +1,257 @@
+//! Op-by-op parity of any backend against the cpu reference: the same op on the same random inputs,
+//! outputs compared within 1e-4 relative. Shapes are chosen awkward (not multiples of tiles or lanes,
+//! batch 1, T = 1) by the callers.
+#![allow(dead_code)]
+
+use memsieve::backend::cpu::{CpuBackend, CpuBuffer};
+use memsieve::backend::{Backend, Device, View};
+
+/// One logical tensor held on both backends.
+pub struct Twin<DB> {
+    pub cpu: CpuBuffer,
+    pub dev: DB,
+    pub len: usize,
+}
+
+pub struct Pair<'a, B: Backend> {
+    pub cpu: &'a Device<CpuBackend>,
+    pub dev: &'a Device<B>,
+    seed: std::cell::Cell<u64>,
+}
+
+impl<'a, B: Backend> Pair<'a, B> {
+    pub fn new(cpu: &'a Device<CpuBackend>, dev: &'a Device<B>) -> Self {
+        Pair { cpu, dev, seed: std::cell::Cell::new(0x9e37_79b9) }
+    }
+
+    /// Uniform values in [-scale, scale) from a small LCG (deterministic per test).
+    pub fn random(&self, n: usize, scale: f32) -> Vec<f32> {
+        let mut s = self.seed.get();
+        let v = (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect();
+        self.seed.set(s);
+        v
+    }
+
+    pub fn ints(&self, n: usize, below: u32) -> Vec<u32> {
+        self.random(n, 1.0).iter().map(|x| (((x + 1.0) * 0.5 * below as f32) as u32).min(below - 1)).collect()
+    }
+
+    pub fn f32s(&self, data: &[f32]) -> Twin<B::Buffer> {
+        let t = Twin { cpu: self.cpu.alloc(data.len()).unwrap(), dev: self.dev.alloc(data.len()).unwrap(), len: data.len() };
+        self.cpu.upload_f32(self.cpu.view(&t.cpu), data);
+        self.dev.upload_f32(self.dev.view(&t.dev), data);
+        t
+    }
+
+    pub fn rand(&self, n: usize) -> Twin<B::Buffer> {
+        self.f32s(&self.random(n, 1.0))
+    }
+
+    pub fn u32s(&self, data: &[u32]) -> Twin<B::Buffer> {
+        let t = Twin { cpu: self.cpu.alloc(data.len()).unwrap(), dev: self.dev.alloc(data.len()).unwrap(), len: data.len() };
+        self.cpu.upload_u32(self.cpu.view(&t.cpu), data);
+        self.dev.upload_u32(self.dev.view(&t.dev), data);
+        t
+    }
+
+    /// |dev − cpu| ≤ 1e-4·(|cpu| + floor) elementwise, where floor is 1e-2 of the tensor's largest
+    /// magnitude (so values that cancel to nearly 0 are judged against the tensor's scale).
+    pub fn check(&self, what: &str, t: &Twin<B::Buffer>) {
+        let want = self.cpu.download_f32(View::new(&t.cpu, 0, t.len));
+        let got = self.dev.download_f32(View::new(&t.dev, 0, t.len));
+        let floor = 1e-2 * want.iter().fold(0f32, |m, x| m.max(x.abs())) + 1e-6;
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let tol = 1e-4 * (w.abs() + floor);
+            assert!((g - w).abs() <= tol, "{what} on {}: element {i} is {g}, cpu says {w} (tolerance {tol:e})", self.dev.backend.name());
+        }
+    }
+
+    pub fn check_u32(&self, what: &str, t: &Twin<B::Buffer>) {
+        let want = self.cpu.download_u32(View::new(&t.cpu, 0, t.len));
+        let got = self.dev.download_u32(View::new(&t.dev, 0, t.len));
+        assert_eq!(got, want, "{what} on {}", self.dev.backend.name());
+    }
+}
+
+pub fn cpu_view<DB>(t: &Twin<DB>) -> View<'_, CpuBuffer> {
+    View::new(&t.cpu, 0, t.len)
+}
+pub fn dev_view<DB>(t: &Twin<DB>) -> View<'_, DB> {
+    View::new(&t.dev, 0, t.len)
+}
+
+/// Run one op on both backends: `$v(&twin)` is the twin's whole-buffer view on the backend at hand.
+#[macro_export]
+macro_rules! run_both {
+    ($pair:expr, |$v:ident| $op:expr) => {{
+        {
+            let $v = $crate::common::parity::cpu_view;
+            $pair.cpu.exec($op);
+        }
+        {
+            let $v = $crate::common::parity::dev_view;
+            $pair.dev.exec($op);
+        }
+    }};
+}
+
+// ---- one check per op family, each over several awkward shapes ----
+
+use memsieve::backend::{Op, WeightLayout, IGNORE_TARGET};
+use memsieve::model::config::Activation;
+
+pub fn encoder<B: Backend>(p: &Pair<B>) {
+    for (b, t, c, vocab, pos0) in [(3, 5, 70, 11, 2), (1, 1, 8, 3, 0), (2, 17, 33, 300, 4)] {
+        let tokens = p.u32s(&p.ints(b * t, vocab as u32));
+        let (wte, wpe, out) = (p.rand(vocab * c), p.rand((pos0 + t + 1) * c), p.rand(b * t * c));
+        run_both!(p, |v| Op::EncoderForward { out: v(&out), tokens: v(&tokens), wte: v(&wte), wpe: v(&wpe), b, t, c, pos0 });
+        p.check("encoder_forward", &out);
+        let (dwte, dwpe, dout) = (p.rand(vocab * c), p.rand((pos0 + t + 1) * c), p.rand(b * t * c));
+        run_both!(p, |v| Op::EncoderBackward { dwte: v(&dwte), dwpe: v(&dwpe), dout: v(&dout), tokens: v(&tokens), b, t, c, pos0 });
+        p.check("encoder_backward dwte", &dwte);
+        p.check("encoder_backward dwpe", &dwpe);
+    }
+}
+
+pub fn layernorm<B: Backend>(p: &Pair<B>) {
+    for (n, c) in [(37, 70), (1, 8), (9, 128), (300, 5)] {
+        let inp = p.f32s(&p.random(n * c, 3.0));
+        let (w, bias, out, mean, rstd) = (p.rand(c), p.rand(c), p.rand(n * c), p.rand(n), p.rand(n));
+        run_both!(p, |v| Op::LayerNormForward { out: v(&out), mean: v(&mean), rstd: v(&rstd), inp: v(&inp), weight: v(&w), bias: v(&bias), n, c, eps: 1e-5 });
+        p.check("layernorm_forward out", &out);
+        p.check("layernorm_forward mean", &mean);
+        p.check("layernorm_forward rstd", &rstd);
+        // dinp, dweight and dbias accumulate onto what is there.
+        let (dinp, dw, db, dout) = (p.rand(n * c), p.rand(c), p.rand(c), p.rand(n * c));
+        run_both!(p, |v| Op::LayerNormBackward { dinp: v(&dinp), dweight: v(&dw), dbias: v(&db), dout: v(&dout), inp: v(&inp), weight: v(&w), mean: v(&mean), rstd: v(&rstd), n, c });
+        p.check("layernorm_backward dinp", &dinp);
+        p.check("layernorm_backward dweight", &dw);
+        p.check("layernorm_backward dbias", &db);
+    }
+}
+
+pub fn matmul<B: Backend>(p: &Pair<B>) {
+    for (n, c, oc) in [(67, 45, 77), (1, 8, 3), (130, 128, 14), (5, 129, 65)] {
+        for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+            for with_bias in [true, false] {
+                let what = format!("matmul n={n} c={c} oc={oc} {layout:?} bias={with_bias}");
+                let (inp, w, bias, out) = (p.rand(n * c), p.rand(c * oc), p.rand(oc), p.rand(n * oc));
+                run_both!(p, |v| Op::MatmulForward { out: v(&out), inp: v(&inp), weight: v(&w), bias: with_bias.then(|| v(&bias)), n, c, oc, layout });
+                p.check(&format!("{what} forward"), &out);
+                let (dinp, dw, db, dout) = (p.rand(n * c), p.rand(c * oc), p.rand(oc), p.rand(n * oc));
+                run_both!(p, |v| Op::MatmulBackward { dinp: Some(v(&dinp)), dweight: Some(v(&dw)), dbias: with_bias.then(|| v(&db)), dout: v(&dout), inp: v(&inp), weight: v(&w), n, c, oc, layout });
+                p.check(&format!("{what} dinp"), &dinp);
+                p.check(&format!("{what} dweight"), &dw);
+                p.check(&format!("{what} dbias"), &db);
+            }
+        }
+    }
+}
+
+pub fn attention<B: Backend>(p: &Pair<B>) {
+    for (b, t, c, nh) in [(2, 7, 24, 4), (1, 1, 8, 2), (2, 33, 20, 4), (1, 70, 12, 3)] {
+        let what = format!("attention b={b} t={t} c={c} nh={nh}");
+        let qkv = p.f32s(&p.random(b * t * 3 * c, 2.0));
+        let (out, att) = (p.rand(b * t * c), p.rand(b * nh * t * t));
+        run_both!(p, |v| Op::AttentionForward { out: v(&out), att: v(&att), qkv: v(&qkv), b, t, c, nh });
+        p.check(&format!("{what} forward out"), &out);
+        p.check(&format!("{what} forward att"), &att);
+        let (dqkv, dout) = (p.rand(b * t * 3 * c), p.rand(b * t * c));
+        let scratch_len = p.cpu.backend.attention_scratch_len(b, t, nh).max(p.dev.backend.attention_scratch_len(b, t, nh));
+        let scratch = p.rand(scratch_len);
+        run_both!(p, |v| Op::AttentionBackward { dqkv: v(&dqkv), scratch: v(&scratch), dout: v(&dout), qkv: v(&qkv), att: v(&att), b, t, c, nh });
+        p.check(&format!("{what} backward dqkv"), &dqkv);
+    }
+}
+
+pub fn kv_cache_decode<B: Backend>(p: &Pair<B>) {
+    for (b, t_max, c, nh, prefill) in [(3, 9, 24, 4, 5), (1, 1, 8, 2, 0), (2, 150, 20, 4, 149)] {
+        let what = format!("decode b={b} t_max={t_max} c={c} nh={nh}");
+        let cache = p.f32s(&vec![0.0; b * 2 * c * t_max]);
+        if prefill > 0 {
+            let qkv = p.rand(b * prefill * 3 * c);
+            run_both!(p, |v| Op::KvCacheWrite { cache: v(&cache), qkv: v(&qkv), b, t: prefill, pos0: 0, t_max, c, nh });
+        }
+        // One decode step at position `prefill`: write its k, v, then attend.
+        let (qkv, out) = (p.f32s(&p.random(b * 3 * c, 2.0)), p.rand(b * c));
+        run_both!(p, |v| Op::KvCacheWrite { cache: v(&cache), qkv: v(&qkv), b, t: 1, pos0: prefill, t_max, c, nh });
+        p.check(&format!("{what} kv_cache_write"), &cache);
+        run_both!(p, |v| Op::AttentionDecode { out: v(&out), qkv: v(&qkv), cache: v(&cache), b, pos: prefill, t_max, c, nh });
+        p.check(&format!("{what} attention_decode"), &out);
+    }
+}
+
+pub fn activation<B: Backend>(p: &Pair<B>) {
+    for act in [Activation::Relu, Activation::Gelu, Activation::GeluNew] {
+        for n in [1, 1000, 4099] {
+            let what = format!("{act:?} n={n}");
+            let (inp, out) = (p.f32s(&p.random(n, 6.0)), p.rand(n));
+            run_both!(p, |v| Op::ActivationForward { out: v(&out), inp: v(&inp), n, act });
+            p.check(&format!("{what} forward"), &out);
+            let (dinp, dout) = (p.rand(n), p.rand(n));
+            run_both!(p, |v| Op::ActivationBackward { dinp: v(&dinp), inp: v(&inp), dout: v(&dout), n, act });
+            p.check(&format!("{what} backward"), &dinp);
+            run_both!(p, |v| Op::ActivationBackward { dinp: v(&dout), inp: v(&inp), dout: v(&dout), n, act });
+            p.check(&format!("{what} backward in place"), &dout);
+        }
+    }
+}
+
+pub fn crossentropy<B: Backend>(p: &Pair<B>) {
+    for (n, v_) in [(37, 14), (1, 3), (20, 300)] {
+        let what = format!("crossentropy n={n} v={v_}");
+        let logits = p.f32s(&p.random(n * v_, 8.0));
+        let mut tg = p.ints(n, v_ as u32);
+        tg[0] = IGNORE_TARGET;
+        let targets = p.u32s(&tg);
+        let (losses, probs) = (p.rand(n), p.rand(n * v_));
+        run_both!(p, |v| Op::SoftmaxCrossEntropyForward { losses: v(&losses), probs: v(&probs), logits: v(&logits), targets: v(&targets), n, v: v_ });
+        p.check(&format!("{what} losses"), &losses);
+        p.check(&format!("{what} probs"), &probs);
+        let dlogits = p.rand(n * v_);
+        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&dlogits), probs: v(&probs), targets: v(&targets), scale: 0.37, n, v: v_ });
+        p.check(&format!("{what} dlogits"), &dlogits);
+        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&probs), probs: v(&probs), targets: v(&targets), scale: 1.0, n, v: v_ });
+        p.check(&format!("{what} dlogits in place"), &probs);
+    }
+}
+
+pub fn adamw<B: Backend>(p: &Pair<B>) {
+    let n = 1237;
+    let (params, m, v2) = (p.rand(n), p.f32s(&vec![0.0; n]), p.f32s(&vec![0.0; n]));
+    for step in 1..=3u64 {
+        let grads = p.f32s(&p.random(n, 0.1));
+        run_both!(p, |v| Op::AdamW { params: v(&params), grads: v(&grads), m: v(&m), v: v(&v2), step, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weight_decay: 0.1 });
+    }
+    p.check("adamw params", &params);
+    p.check("adamw m", &m);
+    p.check("adamw v", &v2);
+}
+
+pub fn small_ops<B: Backend>(p: &Pair<B>) {
+    let n = 1031;
+    let (a, b, out) = (p.rand(n), p.rand(n), p.rand(n));
+    run_both!(p, |v| Op::Residual { out: v(&out), a: v(&a), b: v(&b), n });
+    p.check("residual", &out);
+    run_both!(p, |v| Op::Residual { out: v(&a), a: v(&a), b: v(&b), n });
+    p.check("residual in place", &a);
+    run_both!(p, |v| Op::Fill { dst: v(&out).slice(3, 500), value: 0.25 });
+    p.check("fill", &out);
+    let (src, dst) = (p.rand(2 * 7 * 30), p.rand(3 * 9 * 40));
+    run_both!(p, |v| Op::CopyStrided { dst: v(&dst).slice(5, 1000), src: v(&src), batches: 2, rows: 7, cols: 13, dst_strides: [9 * 40, 40], src_strides: [7 * 30, 30] });
+    p.check("copy_strided", &dst);
+    for (rows, vocab, suppress) in [(37, 14, Some(11)), (1, 5, None), (5, 300, Some(0))] {
+        let mut l = p.random(rows * vocab, 4.0);
+        l[1] = l[3]; // a tie: the first maximal index wins
+        l[0] = 9.0;
+        l[3] = 9.0;
+        let (logits, ids) = (p.f32s(&l), p.u32s(&vec![7; rows]));
+        run_both!(p, |v| Op::Argmax { out: v(&ids), logits: v(&logits), n: rows, v: vocab, suppress });
+        p.check_u32(&format!("argmax rows={rows} v={vocab}"), &ids);
+    }
+}

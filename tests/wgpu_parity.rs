@@ -1,0 +1,53 @@
+//! Every wgpu shader against the cpu backend, op by op, on lavapipe in CI (see common/parity.rs).
+
+mod common;
+
+use common::parity::{self, Pair};
+
+macro_rules! parity_tests {
+    ($($name:ident),*) => {$(
+        #[test]
+        fn $name() {
+            let Some(dev) = common::wgpu_device() else { return };
+            let cpu = common::cpu_device();
+            parity::$name(&Pair::new(&cpu, &dev));
+        }
+    )*};
+}
+
+parity_tests!(encoder, layernorm, matmul, attention, kv_cache_decode, activation, crossentropy, adamw, small_ops);
+
+use memsieve::backend::{Backend, Device};
+use memsieve::model::config::ModelConfig;
+use memsieve::model::generate::GenerateOptions;
+use memsieve::model::{AdamW, Model};
+use std::sync::Arc;
+
+/// Five AdamW steps of a 2-layer TinyMem math model on full-context sequences, and greedy generation
+/// from the trained weights, on the cpu backend and on `dev`.
+fn train_and_generate<B: Backend>(dev: &Arc<Device<B>>) -> (Vec<f64>, Vec<Vec<u32>>) {
+    let cfg = ModelConfig::tinymem_math(2);
+    let (b, t) = (3, cfg.n_positions);
+    let mut m = Model::new(dev.clone(), cfg.clone(), 7).unwrap();
+    let tokens: Vec<u32> = (0..b * t).map(|i| ((i * 7 + i / 5) % 13) as u32).collect();
+    let targets = m.lm_targets(&tokens, b, t, false);
+    let h = AdamW { lr: 3e-3, ..AdamW::default() };
+    let losses = (0..5).map(|_| m.train_step(&tokens, &targets, b, t, &h).unwrap()).collect();
+    let prompts: Vec<Vec<u32>> = (0..4).map(|r| (0..12).map(|i| ((i * 3 + r) % 10) as u32).collect()).collect();
+    let gen = m.generate(&prompts, &GenerateOptions { max_length: 40, min_length: 40, batch: 3 }).unwrap();
+    (losses, gen)
+}
+
+#[test]
+fn five_training_steps_and_generation_match_cpu() {
+    let Some(dev) = common::wgpu_device() else { return };
+    let (cpu_losses, cpu_gen) = train_and_generate(&common::cpu_device());
+    let before = dev.backend.counters();
+    let (losses, gen) = train_and_generate(&dev);
+    let spent = dev.backend.counters() - before;
+    for (i, (a, b)) in losses.iter().zip(&cpu_losses).enumerate() {
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "step {i}: wgpu loss {a} vs cpu {b}");
+    }
+    assert_eq!(gen, cpu_gen, "greedy generation differs between wgpu and cpu");
+    println!("wgpu losses {losses:?}; {spent:?} for 5 steps + generation");
+}
