@@ -3,27 +3,47 @@
 // in dynamic shared memory, so nothing of size t² is written except the probabilities `att` the
 // backward pass needs and its d(scores) scratch.
 
+// Scores against key (or value) rows go through shared-memory tiles of blockDim rows: the block loads
+// a tile with consecutive threads on consecutive channels (coalesced), then each thread dots one row
+// of it with the query. Rows are padded to hs + 1 words so those per-thread reads hit distinct banks.
+
+// dots[j] = scale · Σ_d vec[d]·rows[j, d] for j in 0..count, rows of the head at `src` (row stride
+// `stride`). `tile` holds blockDim·(hs + 1) floats. Every thread of the block must call this.
+__device__ void dot_rows_tiled(float* dots, const float* vec, const float* src, long long stride, int count, int hs,
+                               float scale, float* tile) {
+    const int per = blockDim.x, w = hs + 1;
+    for (int j0 = 0; j0 < count; j0 += per) {
+        const int rows = min(per, count - j0);
+        __syncthreads();  // the previous tile has been consumed
+        for (int e = threadIdx.x; e < rows * hs; e += blockDim.x) {
+            int r = e / hs, d = e % hs;
+            tile[r * w + d] = src[(long long)(j0 + r) * stride + d];
+        }
+        __syncthreads();
+        if ((int)threadIdx.x < rows) {
+            const float* row = tile + threadIdx.x * w;
+            float dot = 0.0f;
+            for (int d = 0; d < hs; d++) dot += vec[d] * row[d];
+            dots[j0 + threadIdx.x] = dot * scale;
+        }
+    }
+    __syncthreads();
+}
+
 // One block per (query row tq, bh): scores for keys 0..tq, softmax, y = P·V.
-// Dynamic shared memory: hs + t floats.
+// Dynamic shared memory: hs + t + blockDim·(hs + 1) floats.
 extern "C" __global__ void attention_forward(float* out, float* att, const float* qkv, int t, int c, int nh) {
     DYNAMIC_SHARED(float, smem);
     __shared__ float red[32];
     const int hs = c / nh, tq = blockIdx.x, bh = blockIdx.y, bi = bh / nh, h = bh % nh;
     float* q = smem;
     float* s = smem + hs;
+    float* tile = s + t;
     const float* base = qkv + (long long)bi * t * 3 * c;
     for (int d = threadIdx.x; d < hs; d += blockDim.x) q[d] = base[(long long)tq * 3 * c + h * hs + d];
-    __syncthreads();
-    const float scale = 1.0f / sqrtf((float)hs);
+    dot_rows_tiled(s, q, base + c + h * hs, 3LL * c, tq + 1, hs, 1.0f / sqrtf((float)hs), tile);
     float mx = NEG_INF;
-    for (int j = threadIdx.x; j <= tq; j += blockDim.x) {
-        const float* kr = base + (long long)j * 3 * c + c + h * hs;
-        float dot = 0.0f;
-        for (int d = 0; d < hs; d++) dot += q[d] * kr[d];
-        dot *= scale;
-        s[j] = dot;
-        mx = fmaxf(mx, dot);
-    }
+    for (int j = threadIdx.x; j <= tq; j += blockDim.x) mx = fmaxf(mx, s[j]);
     mx = block_max(mx, red);
     float sum = 0.0f;
     for (int j = threadIdx.x; j <= tq; j += blockDim.x) {
@@ -49,7 +69,7 @@ extern "C" __global__ void attention_forward(float* out, float* att, const float
 EMU_KERNEL(attention_forward)
 
 // Backward, pass 1 (one block per query row tq, bh): dP = dY·Vᵀ, dS = P ⊙ (dP − Σ P⊙dP)/√hs into
-// `dscores` [b·nh, t, t], and dQ = dS·K. Dynamic shared memory: hs + t floats.
+// `dscores` [b·nh, t, t], and dQ = dS·K. Dynamic shared memory: hs + t + blockDim·(hs + 1) floats.
 extern "C" __global__ void attention_backward_query(float* dqkv, float* dscores, const float* dout, const float* qkv,
                                                     const float* att, int t, int c, int nh) {
     DYNAMIC_SHARED(float, smem);
@@ -57,18 +77,13 @@ extern "C" __global__ void attention_backward_query(float* dqkv, float* dscores,
     const int hs = c / nh, tq = blockIdx.x, bh = blockIdx.y, bi = bh / nh, h = bh % nh;
     float* dy = smem;
     float* s = smem + hs;
+    float* tile = s + t;
     const float* base = qkv + (long long)bi * t * 3 * c;
     const float* prow = att + ((long long)bh * t + tq) * t;
     for (int d = threadIdx.x; d < hs; d += blockDim.x) dy[d] = dout[((long long)bi * t + tq) * c + h * hs + d];
-    __syncthreads();
+    dot_rows_tiled(s, dy, base + 2 * c + h * hs, 3LL * c, tq + 1, hs, 1.0f, tile);
     float dot = 0.0f;
-    for (int j = threadIdx.x; j <= tq; j += blockDim.x) {
-        const float* vr = base + (long long)j * 3 * c + 2 * c + h * hs;
-        float dp = 0.0f;
-        for (int d = 0; d < hs; d++) dp += dy[d] * vr[d];
-        s[j] = dp;
-        dot += prow[j] * dp;
-    }
+    for (int j = threadIdx.x; j <= tq; j += blockDim.x) dot += prow[j] * s[j];
     dot = block_sum(dot, red);
     const float scale = 1.0f / sqrtf((float)hs);
     float* dsrow = dscores + ((long long)bh * t + tq) * t;

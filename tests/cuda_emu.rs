@@ -212,8 +212,8 @@ fn causal_probs(seed: u64, bnh: usize, t: usize) -> Vec<f32> {
 }
 
 fn attention<B: Backend>(dev: &Arc<Device<B>>) {
-    // T = 1; odd head sizes; T = a whole (small) context longer than a warp.
-    for (i, &(b, t, c, nh)) in [(1, 1, 4, 1), (2, 9, 12, 3), (1, 33, 16, 2), (3, 5, 10, 1)].iter().enumerate() {
+    // T = 1; odd head sizes; T longer than a warp; T longer than one 64-row tile of keys.
+    for (i, &(b, t, c, nh)) in [(1, 1, 4, 1), (2, 9, 12, 3), (1, 33, 16, 2), (3, 5, 10, 1), (1, 70, 8, 2)].iter().enumerate() {
         let s = i as u64 * 100;
         let label = format!("b{b} t{t} c{c} nh{nh}");
         let mut k = Case::new();

@@ -117,6 +117,18 @@ fn row_threads(width: usize, max: u32) -> u32 {
     (width.next_multiple_of(32) as u32).clamp(32, max)
 }
 
+/// Threads per attention block (one query or key row each).
+const ATTENTION_THREADS: u32 = 64;
+
+/// Dynamic shared memory of attention_forward / attention_backward_query: the query row, the t
+/// scores, and a tile of ATTENTION_THREADS key rows padded to hs + 1.
+fn attention_shared_bytes(t: usize, hs: usize) -> usize {
+    let bytes = 4 * (hs + t + ATTENTION_THREADS as usize * (hs + 1));
+    // 48 KiB is what every CUDA device gives without an opt-in.
+    assert!(bytes <= 48 << 10, "attention with t = {t}, head size {hs} needs {bytes} bytes of shared memory (> 48 KiB)");
+    bytes
+}
+
 fn act_code(act: Activation) -> Arg {
     Arg::I32(match act {
         Activation::Relu => 0,
@@ -387,20 +399,20 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                 if b * t * nh == 0 {
                     return;
                 }
-                let hs = c / nh;
                 let args = [self.ptr(out), self.ptr(att), self.ptr(qkv), int(t), int(c), int(nh)];
-                self.launch("attention_forward", [t as u32, (b * nh) as u32, 1], [64, 1, 1], 4 * (hs + t), &args);
+                let shared = attention_shared_bytes(t, c / nh);
+                self.launch("attention_forward", [t as u32, (b * nh) as u32, 1], [ATTENTION_THREADS, 1, 1], shared, &args);
             }
             Op::AttentionBackward { dqkv, scratch, dout, qkv, att, b, t, c, nh } => {
                 if b * t * nh == 0 {
                     return;
                 }
                 assert!(scratch.len >= b * nh * t * t, "attention scratch holds {} words, needs {}", scratch.len, b * nh * t * t);
-                let hs = c / nh;
                 let grid = [t as u32, (b * nh) as u32, 1];
                 let args = [self.ptr(dqkv), self.ptr(scratch), self.ptr(dout), self.ptr(qkv), self.ptr(att), int(t), int(c), int(nh)];
-                self.launch("attention_backward_query", grid, [64, 1, 1], 4 * (hs + t), &args);
-                self.launch("attention_backward_key_value", grid, [64, 1, 1], 4 * 2 * t, &args);
+                let block = [ATTENTION_THREADS, 1, 1];
+                self.launch("attention_backward_query", grid, block, attention_shared_bytes(t, c / nh), &args);
+                self.launch("attention_backward_key_value", grid, block, 4 * 2 * t, &args);
             }
             Op::KvCacheWrite { cache, qkv, b, t, pos0, t_max, c, nh } => {
                 assert!(pos0 + t <= t_max, "kv cache write past t_max");
