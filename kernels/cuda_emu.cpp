@@ -8,6 +8,9 @@
 #include <ucontext.h>
 #endif
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -73,8 +76,10 @@ struct Fiber {
 
 struct Runner {
     std::vector<Fiber> fibers;
-    std::vector<char> stacks;
-    size_t stack_bytes = 0;
+    // Fiber stacks, each above a PROT_NONE guard page, so an overflow faults instead of silently
+    // corrupting the neighbouring fiber's stack.
+    char* stacks = nullptr;
+    size_t stacks_len = 0, stack_slot = 0, stack_bytes = 0, stack_count = 0;
 #ifdef EMU_ASM_SWITCH
     void* sched;
 #else
@@ -88,6 +93,23 @@ struct Runner {
     std::string error;
 
     bool run_block();
+
+    bool allocate_stacks(size_t count, size_t bytes) {
+        if (stacks) munmap(stacks, stacks_len);
+        stacks = nullptr;
+        stack_count = 0;
+        const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        bytes = (bytes + page - 1) / page * page;
+        stack_slot = bytes + page;
+        stacks_len = count * stack_slot;
+        void* m = mmap(nullptr, stacks_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) return false;
+        stacks = static_cast<char*>(m);
+        for (size_t i = 0; i < count; i++) mprotect(stacks + i * stack_slot, page, PROT_NONE);
+        stack_bytes = bytes;
+        stack_count = count;
+        return true;
+    }
 };
 
 thread_local Runner* runner = nullptr;
@@ -150,7 +172,7 @@ bool Runner::run_block() {
         f.tid = dim3{i % bdim.x, (i / bdim.x) % bdim.y, i / (bdim.x * bdim.y)};
         f.state = RUNNABLE;
         f.exchanges = 0;
-        char* stack = stacks.data() + (size_t)i * stack_bytes;
+        char* stack = stacks + (size_t)i * stack_slot + (stack_slot - stack_bytes);
 #ifdef EMU_ASM_SWITCH
         // A frame memsieve_emu_switch can resume: control words, six callee-saved registers, then
         // fiber_main as the return address, with the ABI's 16-byte alignment at fiber_main's entry.
@@ -289,9 +311,14 @@ extern "C" int memsieve_emu_launch(const char* name, const unsigned* grid, const
         r->entry = it->second;
         r->params = params;
         r->fibers.resize((size_t)threads);
-        if (r->stack_bytes != stack_bytes || r->stacks.size() < threads * stack_bytes) {
-            r->stack_bytes = stack_bytes;
-            r->stacks.assign(threads * stack_bytes, 0);
+        if (r->stack_bytes < stack_bytes || r->stack_count < threads) {
+            if (!r->allocate_stacks((size_t)threads, stack_bytes)) {
+                std::lock_guard<std::mutex> g(err_mutex);
+                if (!failed.exchange(true)) first_error = "cannot map fiber stacks";
+                runner = saved_runner;
+                release_runner(r);
+                return;
+            }
         }
         r->dyn_smem.assign((smem_bytes + 7) / 8, 0);
         r->slots.assign(((size_t)threads + 31) / 32 * 64, 0);

@@ -1,11 +1,17 @@
 // CPU emulation of the CUDA execution model, so the kernels in kernels/*.cu run under g++ in CI.
 //
-// Every CUDA thread of a block is a fiber (ucontext) on one OS thread; `__syncthreads()` and the
+// Every CUDA thread of a block is a fiber on one OS thread (an x86-64 assembly context switch;
+// ucontext elsewhere), with a guard page under its stack; `__syncthreads()` and the
 // warp exchanges (`__shfl_*_sync`, votes) switch back to a scheduler that releases a barrier once
 // every live thread (or every live lane of the warp) has reached it, and reports a divergent barrier
 // instead of hanging. One OS worker runs one block at a time with its fibers and stacks reused across
 // blocks; the blocks of a launch are shared among a few workers. `__shared__` is `static thread_local`:
 // one copy per worker, hence per running block.
+//
+// The launch checks what a GPU checks (≤ 1024 threads per block, ≤ 48 KiB dynamic shared memory,
+// non-empty grids) and poisons dynamic shared memory with NaNs at each block start.
+// Environment: MEMSIEVE_EMU_THREADS (workers per launch; default: all cores), MEMSIEVE_EMU_STACK
+// (bytes per fiber stack; default 64 KiB).
 //
 // This header is for g++ only; under NVRTC the kernel files see kernels/common.cuh alone.
 #pragma once
