@@ -216,6 +216,17 @@ bool Runner::run_block() {
                 waiting += fibers[i].state == AT_WARP_BARRIER;
             }
             if (alive > 0 && waiting == alive) {
+                // memsieve's warp operations use the full mask: on a GPU that is undefined unless all
+                // 32 lanes take part, so a warp with exited (or missing) lanes is an error here.
+                if (alive != 32) {
+                    char msg[256];
+                    std::snprintf(msg, sizeof msg,
+                                  "warp exchange with only %u of 32 lanes present in warp %u of block (%u,%u,%u) "
+                                  "(full-mask shuffles need every lane; undefined on a GPU)",
+                                  alive, w, block.x, block.y, block.z);
+                    error = msg;
+                    return false;
+                }
                 for (unsigned i = w * 32; i < end; i++)
                     if (fibers[i].state == AT_WARP_BARRIER) fibers[i].state = RUNNABLE;
                 released = true;
@@ -278,6 +289,10 @@ extern "C" unsigned memsieve_emu_kernel_count() { return (unsigned)registry().si
 // Runs one launch to completion. Returns 0, or 1 with a message in `err`.
 extern "C" int memsieve_emu_launch(const char* name, const unsigned* grid, const unsigned* block, unsigned smem_bytes,
                                    void** params, char* err, unsigned long err_len) {
+    static const bool trace = std::getenv("MEMSIEVE_EMU_TRACE") != nullptr;
+    if (trace)
+        std::fprintf(stderr, "[cuda-emu] %s grid (%u,%u,%u) block (%u,%u,%u) shared %u B\n", name, grid[0], grid[1],
+                     grid[2], block[0], block[1], block[2], smem_bytes);
     auto fail = [&](const std::string& m) {
         std::snprintf(err, err_len, "%s: %s", name, m.c_str());
         return 1;

@@ -9,9 +9,10 @@
 // one copy per worker, hence per running block.
 //
 // The launch checks what a GPU checks (≤ 1024 threads per block, ≤ 48 KiB dynamic shared memory,
-// non-empty grids) and poisons dynamic shared memory with NaNs at each block start.
+// non-empty grids), reports full-mask warp operations in warps with exited lanes, and poisons dynamic
+// shared memory with NaNs at each block start.
 // Environment: MEMSIEVE_EMU_THREADS (workers per launch; default: all cores), MEMSIEVE_EMU_STACK
-// (bytes per fiber stack; default 64 KiB).
+// (bytes per fiber stack; default 64 KiB), MEMSIEVE_EMU_TRACE (print every launch to stderr).
 //
 // This header is for g++ only; under NVRTC the kernel files see kernels/common.cuh alone.
 #pragma once

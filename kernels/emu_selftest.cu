@@ -65,3 +65,10 @@ extern "C" __global__ void selftest_divergent_barrier(float* out) {
     }
 }
 EMU_KERNEL(selftest_divergent_barrier)
+
+// Lane 0 leaves, then the rest shuffle with the full mask: undefined on a GPU, an error here.
+extern "C" __global__ void selftest_shuffle_after_exit(float* out) {
+    if (threadIdx.x == 0) return;
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+EMU_KERNEL(selftest_shuffle_after_exit)

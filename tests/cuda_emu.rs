@@ -472,7 +472,7 @@ fn emulator_warp_shuffles_and_votes_follow_cuda() {
 }
 
 #[test]
-fn emulator_reports_a_divergent_barrier_instead_of_hanging() {
+fn emulator_reports_divergent_barriers_and_partial_warp_shuffles() {
     if emu_device().is_none() {
         return;
     }
@@ -481,6 +481,8 @@ fn emulator_reports_a_divergent_barrier_instead_of_hanging() {
     let mut params = [&mut o as *mut _ as *mut c_void];
     let err = unsafe { emu::launch_raw("selftest_divergent_barrier", [1, 1, 1], [32, 1, 1], 0, &mut params) }.unwrap_err();
     assert!(err.contains("divergent barrier"), "{err}");
+    let err = unsafe { emu::launch_raw("selftest_shuffle_after_exit", [1, 1, 1], [32, 1, 1], 0, &mut params) }.unwrap_err();
+    assert!(err.contains("31 of 32 lanes"), "{err}");
     // Launch limits a GPU enforces are enforced too.
     let err = unsafe { emu::launch_raw("selftest_divergent_barrier", [1, 1, 1], [2048, 1, 1], 0, &mut params) }.unwrap_err();
     assert!(err.contains("1024"), "{err}");
