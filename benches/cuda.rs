@@ -64,6 +64,7 @@ fn run<B: Backend>(dev: Arc<Device<B>>) {
             m.train_step(&tokens, &targets, b, t, &h).expect("step");
             dev.profile.reset();
             dev.profile.enable(profile);
+            let before = dev.backend.counters();
             let times: Vec<f64> = (0..steps)
                 .map(|_| {
                     let t0 = Instant::now();
@@ -72,11 +73,14 @@ fn run<B: Backend>(dev: Arc<Device<B>>) {
                 })
                 .collect();
             dev.profile.enable(false);
+            let spent = dev.backend.counters() - before;
             let med = median(times);
             println!(
-                "{{\"workload\":\"train_step\",\"impl\":\"memsieve-{name}\",\"batch\":{b},\"layers\":{layers},\"median_ms\":{:.2},\"tokens_per_s\":{:.0}}}",
+                "{{\"workload\":\"train_step\",\"impl\":\"memsieve-{name}\",\"batch\":{b},\"layers\":{layers},\"median_ms\":{:.2},\"tokens_per_s\":{:.0},\"launches_per_step\":{},\"bytes_down_per_step\":{}}}",
                 med * 1e3,
-                (b * t) as f64 / med
+                (b * t) as f64 / med,
+                spent.dispatches / steps as u64,
+                spent.bytes_down / steps as u64
             );
             if profile {
                 eprintln!("{}", dev.profile.table());
