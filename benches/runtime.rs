@@ -1,11 +1,11 @@
 //! Runtime benchmark: one TinyMem training step (forward, backward, AdamW) and KV-cached greedy
-//! generation, on the cpu backend. Prints one JSON line per workload (compare with
+//! generation, on the cpu backend (or `--backend wgpu|cuda|cuda-emu`). Prints one JSON line per workload (compare with
 //! benches/baselines/*.py through benches/compare.sh). Not a test: nothing here asserts a speed.
 //!
-//! cargo bench --bench runtime -- [--batch 8,128] [--layers 4] [--steps 5] [--profile]
+//! cargo bench --bench runtime -- [--batch 8,128] [--layers 4] [--steps 5] [--profile] [--backend cpu|wgpu|cuda|cuda-emu]
 
 use memsieve::backend::cpu::CpuBackend;
-use memsieve::backend::Device;
+use memsieve::backend::{Backend, Device};
 use memsieve::model::config::ModelConfig;
 use memsieve::model::generate::GenerateOptions;
 use memsieve::model::{AdamW, Model};
@@ -24,13 +24,38 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    match arg("--backend", "cpu").as_str() {
+        "cpu" => {
+            let dev = Arc::new(Device::new(CpuBackend::new()));
+            let threads = dev.backend.threads();
+            run(dev, threads)
+        }
+        "wgpu" => {
+            let backend = memsieve::backend::wgpu::WgpuBackend::new().unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("wgpu adapter: {}", backend.adapter.name);
+            run(Arc::new(Device::new(backend)), 0)
+        }
+        "cuda" => {
+            let backend = memsieve::backend::cuda::CudaDriverBackend::new(0).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("cuda device: {}", backend.describe());
+            run(Arc::new(Device::new(backend)), 0)
+        }
+        // The CPU emulator of the cuda backend: a smoke run of its host code and kernels, not a timing.
+        "cuda-emu" => {
+            let backend = memsieve::backend::cuda::CudaEmuBackend::emulator().unwrap_or_else(|e| panic!("{e}"));
+            run(Arc::new(Device::new(backend)), 0)
+        }
+        other => panic!("unknown --backend {other} (cpu, wgpu, cuda or cuda-emu)"),
+    }
+}
+
+fn run<B: Backend>(dev: Arc<Device<B>>, threads: usize) {
+    let name = format!("memsieve-{}", dev.backend.name());
     let layers: usize = arg("--layers", "4").parse().unwrap();
     let steps: usize = arg("--steps", "5").parse().unwrap();
     let profile = std::env::args().any(|a| a == "--profile");
     let workloads = arg("--workloads", "train,generate");
-    let dev = Arc::new(Device::new(CpuBackend::new()));
     let cfg = ModelConfig::tinymem_math(layers);
-    let threads = dev.backend.threads();
     let mut rng = Stream::new(0, purpose::MISC, 0);
     let t = 150;
     if workloads.contains("train") {
@@ -45,20 +70,26 @@ fn main() {
             dev.profile.reset();
             dev.profile.enable(profile);
             let mut times = vec![];
+            let before = dev.backend.counters();
             for _ in 0..steps {
                 let t0 = Instant::now();
                 m.train_step(&tokens, &targets, b, t, &h).unwrap();
                 times.push(t0.elapsed().as_secs_f64());
             }
             dev.profile.enable(false);
+            let per_step = dev.backend.counters() - before;
             let med = median(times);
             // Analytic count of tinymem.md §7 (full T×T attention), for comparison with PyTorch's figure.
             let flops = 3.0 * (b * t) as f64 * (layers as f64 * (2.0 * 196_608.0 + 4.0 * t as f64 * 128.0) + 2.0 * 128.0 * 14.0);
             println!(
-                "{{\"workload\":\"train_step\",\"impl\":\"memsieve-cpu\",\"batch\":{b},\"layers\":{layers},\"threads\":{threads},\"median_ms\":{:.2},\"tokens_per_s\":{:.0},\"gflops_analytic\":{:.1}}}",
+                "{{\"workload\":\"train_step\",\"impl\":\"{name}\",\"batch\":{b},\"layers\":{layers},\"threads\":{threads},\"median_ms\":{:.2},\"tokens_per_s\":{:.0},\"gflops_analytic\":{:.1},\"dispatches_per_step\":{},\"submits_per_step\":{},\"bytes_up_per_step\":{},\"bytes_down_per_step\":{}}}",
                 med * 1e3,
                 (b * t) as f64 / med,
-                flops / med / 1e9
+                flops / med / 1e9,
+                per_step.dispatches / steps as u64,
+                per_step.submits / steps as u64,
+                per_step.bytes_up / steps as u64,
+                per_step.bytes_down / steps as u64,
             );
             if profile {
                 eprintln!("{}", dev.profile.table());
@@ -87,7 +118,7 @@ fn main() {
         }
         let med = median(times);
         println!(
-            "{{\"workload\":\"generate\",\"impl\":\"memsieve-cpu\",\"prompts\":{n},\"layers\":{layers},\"threads\":{threads},\"median_s\":{med:.4},\"new_tokens_per_s\":{:.0}}}",
+            "{{\"workload\":\"generate\",\"impl\":\"{name}\",\"prompts\":{n},\"layers\":{layers},\"threads\":{threads},\"median_s\":{med:.4},\"new_tokens_per_s\":{:.0}}}",
             (n * 100) as f64 / med
         );
     }

@@ -2,7 +2,10 @@
 // matmul forward and backward passes and the attention score / weighted-sum products.
 // Element (i, k) of A is a[a_off + i·a_rs + k·a_cs] (likewise B, and C with unit column stride), so
 // transposes are stride choices. Batch z splits as (z / nb2, z % nb2) with a stride for each part
-// (attention: batch row and head). 64×64 output tile per workgroup, 16-deep k-slices staged in shared
+// (attention: batch row and head). With k_total set, the batches are instead consecutive k-slices of
+// p.k (the last one clipped at k_total) whose partial products the host sums in order: a split-K that
+// gives a long, thin reduction such as d(W) = xᵀ·dy over 19,200 rows enough workgroups to fill a GPU
+// while staying deterministic. 64×64 output tile per workgroup, 16-deep k-slices staged in shared
 // memory, each of the 256 threads accumulating a 4×4 register block.
 
 struct P {
@@ -11,6 +14,7 @@ struct P {
     a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32, c_rs: u32,
     nb2: u32, a_bs1: u32, a_bs2: u32, b_bs1: u32, b_bs2: u32, c_bs1: u32, c_bs2: u32,
     alpha: f32, beta: f32, has_bias: u32,
+    k_total: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -37,18 +41,23 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let b0 = p.o3 + z1 * p.b_bs1 + z2 * p.b_bs2;
     let c0 = p.o1 + z1 * p.c_bs1 + z2 * p.c_bs2;
 
+    var kn = p.k;
+    if (p.k_total != 0u) {
+        kn = min(p.k, p.k_total - z1 * p.k);
+    }
+
     var acc: array<f32, 16>;
     for (var i = 0u; i < 16u; i++) {
         acc[i] = 0.0;
     }
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    for (var k0 = 0u; k0 < kn; k0 += BK) {
         for (var e = 0u; e < 4u; e++) {
             let idx = tid + e * 256u;
             // A: consecutive threads take consecutive k of one row (coalesced for row-major A).
             let ai = idx / BK;
             let ak = idx % BK;
             var av = 0.0;
-            if (row0 + ai < p.m && k0 + ak < p.k) {
+            if (row0 + ai < p.m && k0 + ak < kn) {
                 av = am[a0 + (row0 + ai) * p.a_rs + (k0 + ak) * p.a_cs];
             }
             a_tile[ak * TILE + ai] = av;
@@ -56,7 +65,7 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let bk = idx / TILE;
             let bj = idx % TILE;
             var bv = 0.0;
-            if (k0 + bk < p.k && col0 + bj < p.n) {
+            if (k0 + bk < kn && col0 + bj < p.n) {
                 bv = bm[b0 + (k0 + bk) * p.b_rs + (col0 + bj) * p.b_cs];
             }
             b_tile[bk * TILE + bj] = bv;

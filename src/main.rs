@@ -38,8 +38,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid" on every adapter probe of a headless
+    // machine; a compute-only program has no display to find there anyway.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // Safety: no other thread exists yet.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
     let args = Cli::parse();
-    let ctx = cli::Context { backend: args.backend, profile: args.profile, threads: args.threads.unwrap_or(0) };
+    let ctx = cli::Context::new(args.backend, args.profile, args.threads.unwrap_or(0));
     let result = match args.command {
         Command::Demo(a) => cli::demo::run(&ctx, a),
         Command::Train(a) => cli::train::run(&ctx, a),

@@ -549,3 +549,27 @@ fn pytorch_golden<B: Backend>(dev: &Arc<Device<B>>) {
         println!("{name}: max |Δlogit| vs PyTorch {worst:.2e}, loss {:.6} vs {loss_ref:.6}", out.loss);
     }
 }
+
+/// The CLI: `--backend cuda` without a GPU is a clear error (no panic); `--backend cuda-emu` runs a
+/// command end to end and generates the cpu backend's tokens.
+#[test]
+fn cli_cuda_without_a_gpu_is_a_clear_error_and_cuda_emu_generates_the_cpu_tokens() {
+    let model = common::fixture_path("hf_relu_l1");
+    let args = ["generate", "--model", model.to_str().unwrap(), "--text", "^7 14", "--max-length", "20"];
+    let run = |backend: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_memsieve")).arg("--backend").arg(backend).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    if memsieve::backend::cuda::gpu_available().is_err() {
+        let (ok, text) = run("cuda");
+        assert!(!ok && text.contains("no usable NVIDIA GPU") && !text.contains("panicked"), "{text}");
+    }
+    if emu_device().is_none() {
+        return;
+    }
+    let (ok, emu_text) = run("cuda-emu");
+    assert!(ok, "{emu_text}");
+    let (ok, cpu_text) = run("cpu");
+    assert!(ok, "{cpu_text}");
+    assert_eq!(emu_text.lines().next(), cpu_text.lines().next(), "cuda-emu and cpu generate differently");
+}

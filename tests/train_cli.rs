@@ -125,3 +125,32 @@ fn demo_runs_end_to_end_and_writes_its_report() {
     let (ok, text) = memsieve(&["demo", "--epochs", "1", "--out", dir.to_str().unwrap()]);
     assert!(!ok && text.contains("already holds a run"), "{text}");
 }
+
+/// Without a Vulkan driver, `--backend wgpu` is a clear error and `auto` runs on cpu.
+#[test]
+fn no_vulkan_driver_is_a_clear_error_and_auto_falls_back() {
+    let model = common::fixture_path("hf_relu_l1");
+    let args = ["generate", "--model", model.to_str().unwrap(), "--text", "^7 14", "--max-length", "20"];
+    let run = |backend: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_memsieve"))
+            .arg("--backend")
+            .arg(backend)
+            .args(args)
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, text) = run("wgpu");
+    assert!(!ok && text.contains("no Vulkan adapter") && !text.contains("panicked"), "{text}");
+    let (ok, text) = run("auto");
+    assert!(ok, "{text}");
+    // And the wgpu backend itself, where lavapipe is installed, gives the cpu backend's tokens.
+    if common::wgpu_device().is_some() {
+        let (ok, wgpu_text) = memsieve(&[&["--backend", "wgpu"][..], &args[..]].concat());
+        assert!(ok, "{wgpu_text}");
+        let (_, cpu_text) = memsieve(&[&["--backend", "cpu"][..], &args[..]].concat());
+        assert_eq!(wgpu_text.lines().next(), cpu_text.lines().next(), "wgpu and cpu generate differently");
+    }
+}

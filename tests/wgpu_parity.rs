@@ -51,3 +51,17 @@ fn five_training_steps_and_generation_match_cpu() {
     assert_eq!(gen, cpu_gen, "greedy generation differs between wgpu and cpu");
     println!("wgpu losses {losses:?}; {spent:?} for 5 steps + generation");
 }
+
+#[test]
+fn a_batch_past_the_binding_limit_is_a_clear_error() {
+    let Some(dev) = common::wgpu_device() else { return };
+    let cfg = ModelConfig::tinymem_math(1);
+    let (b, t) = (400, cfg.n_positions);
+    if b * cfg.n_head * t * t <= dev.backend.max_view_len() {
+        eprintln!("this adapter binds {} words per view; the batch fits, nothing to refuse", dev.backend.max_view_len());
+        return;
+    }
+    let mut m = Model::new(dev.clone(), cfg, 0).unwrap();
+    let err = m.forward(&vec![1u32; b * t], None, b, t).unwrap_err().to_string();
+    assert!(err.contains("binding limit") && err.contains("smaller batch"), "{err}");
+}

@@ -228,6 +228,10 @@ pub trait Backend: Send + Sync + 'static {
     fn attention_scratch_len(&self, b: usize, t: usize, nh: usize) -> usize {
         b * nh * t * t
     }
+    /// Words of the largest view an op may take (a storage-binding limit on GPU backends).
+    fn max_view_len(&self) -> usize {
+        usize::MAX
+    }
     /// Dispatches and host↔device traffic so far (zero where there is no device boundary).
     fn counters(&self) -> Counters {
         Counters::default()
@@ -300,18 +304,21 @@ pub enum BackendChoice {
     CudaEmu,
 }
 
-/// Resolve a choice to a backend that exists on this machine, or explain why not.
+/// Resolve a choice to a backend that exists on this machine, or explain why not. `auto` prefers an
+/// NVIDIA GPU (cuda), then a real (non-CPU) wgpu adapter; lavapipe and other software adapters do not count.
 pub fn resolve(choice: BackendChoice) -> Result<BackendChoice> {
     match choice {
-        BackendChoice::Auto => Ok(if cuda::gpu_available().is_ok() && cuda::nvrtc::available() {
-            BackendChoice::Cuda
-        } else {
-            BackendChoice::Cpu
-        }),
-        BackendChoice::Cpu => Ok(BackendChoice::Cpu),
-        BackendChoice::Wgpu => Err(Error::Backend(
-            "the wgpu backend is not built yet in this version of memsieve (issue 3); use --backend cpu".into(),
-        )),
+        BackendChoice::Cpu | BackendChoice::Wgpu => Ok(choice),
+        // A real NVIDIA GPU with NVRTC first (the cuda backend), then any other real GPU (wgpu).
+        BackendChoice::Auto => {
+            if cuda::gpu_available().is_ok() && cuda::nvrtc::available() {
+                Ok(BackendChoice::Cuda)
+            } else if wgpu::adapters().iter().any(|a| a.is_real_gpu()) {
+                Ok(BackendChoice::Wgpu)
+            } else {
+                Ok(BackendChoice::Cpu)
+            }
+        }
         BackendChoice::Cuda => match cuda::gpu_available() {
             Ok(()) if cuda::nvrtc::available() => Ok(BackendChoice::Cuda),
             Ok(()) => Err(Error::Backend(

@@ -4,6 +4,7 @@
 use super::report;
 use super::train::{train_run, MathDataArgs, TrainArgs};
 use super::Context;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use clap::{Args, ValueEnum};
 use serde_json::json;
@@ -90,7 +91,10 @@ pub fn preset_args(p: Preset, out: PathBuf) -> TrainArgs {
 }
 
 pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
-    let dev = ctx.cpu_device()?;
+    super::on_device!(ctx, |dev| run_on(dev, a))
+}
+
+fn run_on<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a: DemoArgs) -> Result<()> {
     let holds_run = |d: &std::path::Path| d.join("trainer_state.json").exists();
     let out = match a.out {
         Some(d) if holds_run(&d) => {
@@ -127,6 +131,5 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     });
     super::write_json(&out.join("report.json"), &summary)?;
     println!("report: {}", out.join("report.json").display());
-    ctx.finish(&dev);
     Ok(())
 }

@@ -4,6 +4,7 @@ use super::report;
 use super::Context;
 use crate::checkpoint;
 use crate::data::{MathDataConfig, MathDataset};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::metrics::MemWindow;
 use crate::model::Model;
@@ -33,7 +34,10 @@ pub struct EvalArgs {
 }
 
 pub fn run(ctx: &Context, a: EvalArgs) -> Result<()> {
-    let dev = ctx.cpu_device()?;
+    super::on_device!(ctx, |dev| run_on(dev, a))
+}
+
+fn run_on<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a: EvalArgs) -> Result<()> {
     let (cfg, params) = checkpoint::load_model(&a.model)?;
     let mut model = Model::from_params(dev.clone(), cfg.clone(), &params)?;
     let data_path = match &a.data {
@@ -81,6 +85,5 @@ pub fn run(ctx: &Context, a: EvalArgs) -> Result<()> {
     if let Some(p) = &a.json {
         super::write_json(p, &value)?;
     }
-    ctx.finish(&dev);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `memsieve generate`: greedy continuation of prompts with a saved model.
 
 use super::Context;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::generate::GenerateOptions;
 use crate::model::Model;
@@ -27,7 +28,10 @@ pub struct GenerateArgs {
 }
 
 pub fn run(ctx: &Context, a: GenerateArgs) -> Result<()> {
-    let dev = ctx.cpu_device()?;
+    super::on_device!(ctx, |dev| run_on(dev, a))
+}
+
+fn run_on<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a: GenerateArgs) -> Result<()> {
     let (cfg, params) = crate::checkpoint::load_model(&a.model)?;
     let math = cfg.vocab_size == crate::data::tokenizer::VOCAB;
     let prompt: Vec<u32> = match (&a.tokens, &a.text) {
@@ -47,6 +51,5 @@ pub fn run(ctx: &Context, a: GenerateArgs) -> Result<()> {
     if math {
         println!("{}", crate::data::tokenizer::decode(&out[0]));
     }
-    ctx.finish(&dev);
     Ok(())
 }

@@ -9,9 +9,11 @@ pub mod generate;
 pub mod train;
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{resolve, BackendChoice, Device};
+use crate::backend::cuda::{CudaDriverBackend, CudaEmuBackend};
+use crate::backend::wgpu::WgpuBackend;
+use crate::backend::{resolve, Backend, BackendChoice, Device};
 use crate::error::Result;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Options every command shares.
 pub struct Context {
@@ -19,30 +21,130 @@ pub struct Context {
     pub profile: bool,
     /// cpu worker threads (0: all cores).
     pub threads: usize,
+    /// A wgpu device `auto` already opened while choosing.
+    opened_wgpu: Mutex<Option<WgpuBackend>>,
+    /// A CUDA device `auto` already opened while choosing.
+    opened_cuda: Mutex<Option<CudaDriverBackend>>,
 }
 
-impl Context {
-    /// The device for the chosen backend. Only the cpu backend exists yet, so the other choices
-    /// resolve to a clear error (and `auto` to cpu).
-    pub fn cpu_device(&self) -> Result<Arc<Device<CpuBackend>>> {
-        match resolve(self.backend)? {
-            BackendChoice::Cpu => {}
-            // `auto` found a GPU, but the commands dispatch to the cpu backend only so far.
-            _ if self.backend == BackendChoice::Auto => {}
-            other => {
-                return Err(crate::error::Error::Backend(format!(
-                    "the {other:?} backend is available, but this command does not dispatch to it yet; use --backend cpu"
-                )))
+/// Run `$body` with `$dev: &Arc<Device<B>>` on the backend the context resolves to (the body is
+/// compiled once per backend), then print the profile if one was asked for.
+macro_rules! on_device {
+    ($ctx:expr, |$dev:ident| $body:expr) => {{
+        let ctx: &$crate::cli::Context = $ctx;
+        match ctx.choose()? {
+            $crate::backend::BackendChoice::Wgpu => {
+                let d = ctx.wgpu_device()?;
+                let $dev = &d;
+                let r = $body;
+                ctx.finish(&d);
+                r
+            }
+            $crate::backend::BackendChoice::Cuda => {
+                let d = ctx.cuda_device()?;
+                let $dev = &d;
+                let r = $body;
+                ctx.finish(&d);
+                r
+            }
+            $crate::backend::BackendChoice::CudaEmu => {
+                let d = ctx.cuda_emu_device()?;
+                let $dev = &d;
+                let r = $body;
+                ctx.finish(&d);
+                r
+            }
+            _ => {
+                let d = ctx.cpu_device()?;
+                let $dev = &d;
+                let r = $body;
+                ctx.finish(&d);
+                r
             }
         }
+    }};
+}
+pub(crate) use on_device;
+
+impl Context {
+    pub fn new(backend: BackendChoice, profile: bool, threads: usize) -> Self {
+        Context { backend, profile, threads, opened_wgpu: Mutex::new(None), opened_cuda: Mutex::new(None) }
+    }
+
+    /// The backend to run on. `auto` takes wgpu only when it finds a real (non-CPU) GPU adapter and can
+    /// open it; otherwise cpu, saying why on stderr.
+    pub fn choose(&self) -> Result<BackendChoice> {
+        let choice = resolve(self.backend)?;
+        if self.backend == BackendChoice::Auto && choice == BackendChoice::Cuda {
+            match CudaDriverBackend::new(0) {
+                Ok(b) => {
+                    eprintln!("backend: cuda on {} (auto)", b.describe());
+                    *self.opened_cuda.lock().unwrap() = Some(b);
+                }
+                Err(e) => {
+                    eprintln!("backend: cpu (auto; the CUDA device could not be opened: {e})");
+                    return Ok(BackendChoice::Cpu);
+                }
+            }
+        }
+        if self.backend == BackendChoice::Auto && choice == BackendChoice::Wgpu {
+            match WgpuBackend::new() {
+                Ok(b) => {
+                    eprintln!("backend: wgpu on {} (auto)", b.adapter.name);
+                    *self.opened_wgpu.lock().unwrap() = Some(b);
+                }
+                Err(e) => {
+                    eprintln!("backend: cpu (auto; the GPU adapter could not be opened: {e})");
+                    return Ok(BackendChoice::Cpu);
+                }
+            }
+        }
+        Ok(choice)
+    }
+
+    pub fn cpu_device(&self) -> Result<Arc<Device<CpuBackend>>> {
         let dev = Arc::new(Device::new(CpuBackend::with_threads(self.threads)));
         dev.profile.enable(self.profile);
         Ok(dev)
     }
 
-    pub fn finish(&self, dev: &Device<CpuBackend>) {
+    pub fn cuda_device(&self) -> Result<Arc<Device<CudaDriverBackend>>> {
+        let backend = match self.opened_cuda.lock().unwrap().take() {
+            Some(b) => b,
+            None => CudaDriverBackend::new(0)?,
+        };
+        let dev = Arc::new(Device::new(backend));
+        dev.profile.enable(self.profile);
+        Ok(dev)
+    }
+
+    pub fn cuda_emu_device(&self) -> Result<Arc<Device<CudaEmuBackend>>> {
+        let dev = Arc::new(Device::new(CudaEmuBackend::emulator()?));
+        dev.profile.enable(self.profile);
+        Ok(dev)
+    }
+
+    pub fn wgpu_device(&self) -> Result<Arc<Device<WgpuBackend>>> {
+        let backend = match self.opened_wgpu.lock().unwrap().take() {
+            Some(b) => b,
+            None => WgpuBackend::new()?,
+        };
+        let dev = Arc::new(Device::new(backend));
+        dev.profile.enable(self.profile);
+        Ok(dev)
+    }
+
+    pub fn finish<B: Backend>(&self, dev: &Device<B>) {
         if self.profile {
-            eprintln!("\nper-op profile (cpu backend, wall time):\n{}", dev.profile.table());
+            let name = dev.backend.name();
+            eprintln!("\nper-op profile ({name} backend, wall time, synchronized per op):\n{}", dev.profile.table());
+            let c = dev.backend.counters();
+            if c != Default::default() {
+                eprintln!(
+                    "{name}: {} dispatches in {} submissions; {:.2} MB uploaded, {:.2} MB downloaded",
+                    c.dispatches, c.submits, c.bytes_up as f64 / 1e6, c.bytes_down as f64 / 1e6
+                );
+            }
         }
     }
 }
@@ -51,17 +153,42 @@ impl Context {
 pub fn info() -> Result<()> {
     println!("memsieve {}", env!("CARGO_PKG_VERSION"));
     println!("backends:");
-    println!("  cpu      available ({} threads)", CpuBackend::new().threads());
-    for (name, choice) in [("wgpu", BackendChoice::Wgpu), ("cuda", BackendChoice::Cuda), ("cuda-emu", BackendChoice::CudaEmu)] {
+    println!("  cpu    available ({} threads)", CpuBackend::new().threads());
+    let adapters = crate::backend::wgpu::adapters();
+    if adapters.is_empty() {
+        println!("  wgpu   unavailable: no Vulkan adapter (install a Vulkan driver; mesa-vulkan-drivers gives lavapipe)");
+    }
+    for a in &adapters {
+        let l = &a.limits;
+        println!("  wgpu   {} ({:?}, {}, driver {})", a.name, a.device_type, a.backend, a.driver);
+        println!(
+            "         limits: storage binding {} MiB, buffer {} MiB, workgroup storage {} KiB, {} invocations/workgroup, {} storage buffers/stage",
+            l.max_storage_buffer_binding_size >> 20,
+            l.max_buffer_size >> 20,
+            l.max_compute_workgroup_storage_size >> 10,
+            l.max_compute_invocations_per_workgroup,
+            l.max_storage_buffers_per_shader_stage
+        );
+        let compute_features = [
+            (wgpu::Features::SHADER_F16, "shader-f16"),
+            (wgpu::Features::SHADER_F64, "shader-f64"),
+            (wgpu::Features::SUBGROUP, "subgroup"),
+            (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+            (wgpu::Features::SHADER_FLOAT32_ATOMIC, "f32-atomics"),
+        ];
+        let have: Vec<_> = compute_features.iter().filter(|(f, _)| a.features.contains(*f)).map(|(_, n)| *n).collect();
+        println!("         compute features: {}", have.join(" "));
+    }
+    for (name, choice) in [("cuda", BackendChoice::Cuda), ("cuda-emu", BackendChoice::CudaEmu)] {
         match resolve(choice) {
-            Ok(_) => println!("  {name:<8} available"),
-            Err(e) => println!("  {name:<8} unavailable: {e}"),
+            Ok(_) => println!("  {name:<6} available"),
+            Err(e) => println!("  {name:<6} unavailable: {e}"),
         }
     }
     for line in crate::backend::cuda::info_lines() {
-        println!("  {line}");
+        println!("         {line}");
     }
-    println!("auto  → {:?}", resolve(BackendChoice::Auto)?);
+    println!("auto → {:?}", resolve(BackendChoice::Auto)?);
     Ok(())
 }
 

@@ -119,13 +119,15 @@ pub struct TrainOutcome {
 }
 
 pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
-    let dev = ctx.cpu_device()?;
+    super::on_device!(ctx, |dev| run_on(dev, a))
+}
+
+fn run_on<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a: TrainArgs) -> Result<()> {
     let out = train_run(&dev, &a)?;
     eprintln!("trained in {:.1} s; results in {}", out.seconds, a.out.display());
     if let Some(r) = out.reports.last() {
         report::print(r);
     }
-    ctx.finish(&dev);
     Ok(())
 }
 

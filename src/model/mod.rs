@@ -193,6 +193,7 @@ impl<B: Backend> Model<B> {
             let name = layout.views.iter().find(|v| v.range().contains(&i)).map(|v| v.name.clone()).unwrap_or_default();
             return Err(Error::Numerical(format!("non-finite weight in {name}")));
         }
+        check_view_len(&dev.backend, layout.total, "the parameter buffer")?;
         let params = dev.alloc(layout.total)?;
         dev.upload_f32(dev.view(&params), host);
         Ok(Model { dev, cfg, layout, params, grads: None, adam_m: None, adam_v: None, step: 0, acts: None })
@@ -249,6 +250,9 @@ impl<B: Backend> Model<B> {
     fn ensure_acts(&mut self, b: usize, t: usize, training: bool) -> Result<()> {
         let fits = matches!(&self.acts, Some(a) if a.layout.b == b && a.layout.t == t);
         if !fits {
+            let (c, v, nh) = (self.cfg.n_embd, self.cfg.vocab_size, self.cfg.n_head);
+            let widest = [b * nh * t * t, b * t * v, b * t * 4 * c].into_iter().max().unwrap_or(0);
+            check_view_len(&self.dev.backend, widest, &format!("a batch of {b} × {t} tokens"))?;
             let layout = ActLayout::new(&self.cfg, b, t);
             let buf = self.dev.alloc(layout.total)?;
             self.acts = Some(Acts { layout, buf, grad: None });
@@ -508,4 +512,19 @@ pub fn init_params(cfg: &ModelConfig, layout: &ParamLayout, seed: u64) -> Vec<f3
         }
     }
     p
+}
+
+/// A backend binds each op operand as one view; refuse sizes past its limit up front (with a way out)
+/// instead of failing inside a kernel launch.
+fn check_view_len<B: Backend>(backend: &B, len: usize, what: &str) -> Result<()> {
+    let max = backend.max_view_len();
+    if len > max {
+        return Err(Error::Input(format!(
+            "{what} needs a {:.0} MiB operand, above the {} backend's {:.0} MiB binding limit; use a smaller batch",
+            len as f64 * 4.0 / 1048576.0,
+            backend.name(),
+            max as f64 * 4.0 / 1048576.0
+        )));
+    }
+    Ok(())
 }

@@ -418,6 +418,12 @@ impl Backend for WgpuBackend {
         self.wait();
     }
 
+    fn max_view_len(&self) -> usize {
+        // A view's window starts up to one alignment below it.
+        let l = &self.limits;
+        (l.max_storage_buffer_binding_size as usize - l.min_storage_buffer_offset_alignment as usize) / 4
+    }
+
     fn counters(&self) -> Counters {
         Counters {
             dispatches: self.dispatches.load(Ordering::Relaxed),

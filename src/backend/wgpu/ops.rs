@@ -38,13 +38,15 @@ struct Gemm<'a> {
     alpha: f32,
     beta: f32,
     bias: Option<V<'a>>,
+    /// Nonzero: the batches are k-slices of a reduction this long (see `gemm_split_k`).
+    k_total: usize,
 }
 
 impl<'a> Gemm<'a> {
     /// A single (unbatched) product.
     #[allow(clippy::too_many_arguments)]
     fn plain(m: usize, n: usize, k: usize, a: V<'a>, a_s: [usize; 2], b: V<'a>, b_s: [usize; 2], c: V<'a>, c_rs: usize) -> Self {
-        Gemm { m, n, k, a, a_s, b, b_s, c, c_rs, batch: [1, 1], a_bs: [0; 2], b_bs: [0; 2], c_bs: [0; 2], alpha: 1.0, beta: 0.0, bias: None }
+        Gemm { m, n, k, a, a_s, b, b_s, c, c_rs, batch: [1, 1], a_bs: [0; 2], b_bs: [0; 2], c_bs: [0; 2], alpha: 1.0, beta: 0.0, bias: None, k_total: 0 }
     }
     /// Per (batch row, head) of attention: `nb` rows of `nh` heads.
     fn heads(mut self, nb: usize, nh: usize, a_bs: [usize; 2], b_bs: [usize; 2], c_bs: [usize; 2]) -> Self {
@@ -65,9 +67,41 @@ impl WgpuBackend {
             u(g.m), u(g.n), u(g.k),
             u(g.a_s[0]), u(g.a_s[1]), u(g.b_s[0]), u(g.b_s[1]), u(g.c_rs),
             u(g.batch[1]), u(g.a_bs[0]), u(g.a_bs[1]), u(g.b_bs[0]), u(g.b_bs[1]), u(g.c_bs[0]), u(g.c_bs[1]),
-            f(g.alpha), f(g.beta), g.bias.is_some() as u32,
+            f(g.alpha), f(g.beta), g.bias.is_some() as u32, u(g.k_total),
         ];
         self.dispatch("matmul", "gemm", groups, &bindings, &s);
+    }
+
+    /// C += A·B for a long reduction (k ≫ m·n), as in weight gradients: split k into slices computed
+    /// side by side into scratch, then add the slices' partial products in order. Falls back to one
+    /// pass when the output alone has enough tiles to fill a device.
+    fn gemm_accumulate_split_k(&self, g: Gemm<'_>) {
+        const MIN_SLICE: usize = 256;
+        const TARGET_GROUPS: usize = 256;
+        let tiles = g.m.div_ceil(64) * g.n.div_ceil(64);
+        let splits = (TARGET_GROUPS / tiles).min(g.k / MIN_SLICE);
+        if splits < 2 {
+            return self.gemm(Gemm { beta: 1.0, ..g });
+        }
+        let slice = g.k.div_ceil(splits);
+        let splits = g.k.div_ceil(slice);
+        let mn = g.m * g.n;
+        let scratch = self.scratch(splits * mn);
+        let part = View::new(&*scratch, 0, splits * mn);
+        self.gemm(Gemm {
+            k: slice,
+            c: part,
+            c_rs: g.n,
+            batch: [splits, 1],
+            a_bs: [slice * g.a_s[1], 0],
+            b_bs: [slice * g.b_s[0], 0],
+            c_bs: [mn, 0],
+            beta: 0.0,
+            k_total: g.k,
+            ..g
+        });
+        assert_eq!(g.c_rs, g.n, "split-k output must be contiguous");
+        self.accumulate_chunks(g.c, part, splits, mn, mn);
     }
 
     /// dst[j] += Σ_row src[row·row_stride + j] for j < cols, in a fixed order (two passes).
@@ -137,14 +171,12 @@ impl WgpuBackend {
                     self.gemm(Gemm::plain(n, c, oc, dout, [oc, 1], weight, wt_s, dinp, c));
                 }
                 if let Some(dweight) = dweight {
-                    let mut g = match layout {
+                    self.gemm_accumulate_split_k(match layout {
                         // dW[c, oc] += inpᵀ · dout
                         WeightLayout::InOut => Gemm::plain(c, oc, n, inp, [1, c], dout, [oc, 1], dweight, oc),
                         // dW[oc, c] += doutᵀ · inp
                         WeightLayout::OutIn => Gemm::plain(oc, c, n, dout, [1, oc], inp, [c, 1], dweight, c),
-                    };
-                    g.beta = 1.0;
-                    self.gemm(g);
+                    });
                 }
                 if let Some(dbias) = dbias {
                     self.column_sum_into(dbias, dout, n, oc, oc);
