@@ -1,8 +1,8 @@
 //! Runtime benchmark: one TinyMem training step (forward, backward, AdamW) and KV-cached greedy
-//! generation, on the cpu backend (or `--backend wgpu`). Prints one JSON line per workload (compare with
+//! generation, on the cpu backend (or `--backend wgpu|cuda|cuda-emu`). Prints one JSON line per workload (compare with
 //! benches/baselines/*.py through benches/compare.sh). Not a test: nothing here asserts a speed.
 //!
-//! cargo bench --bench runtime -- [--batch 8,128] [--layers 4] [--steps 5] [--profile] [--backend cpu|wgpu]
+//! cargo bench --bench runtime -- [--batch 8,128] [--layers 4] [--steps 5] [--profile] [--backend cpu|wgpu|cuda|cuda-emu]
 
 use memsieve::backend::cpu::CpuBackend;
 use memsieve::backend::{Backend, Device};
@@ -35,7 +35,17 @@ fn main() {
             eprintln!("wgpu adapter: {}", backend.adapter.name);
             run(Arc::new(Device::new(backend)), 0)
         }
-        other => panic!("unknown --backend {other} (cpu or wgpu)"),
+        "cuda" => {
+            let backend = memsieve::backend::cuda::CudaDriverBackend::new(0).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("cuda device: {}", backend.describe());
+            run(Arc::new(Device::new(backend)), 0)
+        }
+        // The CPU emulator of the cuda backend: a smoke run of its host code and kernels, not a timing.
+        "cuda-emu" => {
+            let backend = memsieve::backend::cuda::CudaEmuBackend::emulator().unwrap_or_else(|e| panic!("{e}"));
+            run(Arc::new(Device::new(backend)), 0)
+        }
+        other => panic!("unknown --backend {other} (cpu, wgpu, cuda or cuda-emu)"),
     }
 }
 

@@ -12,6 +12,7 @@
 //! - elementwise ops may run in place (output view equal to an input view); other ops need disjoint views.
 
 pub mod cpu;
+pub mod cuda;
 pub mod profile;
 pub mod wgpu;
 
@@ -297,23 +298,42 @@ pub enum BackendChoice {
     Auto,
     Cpu,
     Wgpu,
+    /// NVIDIA GPU through the CUDA driver (kernels compiled by NVRTC at load time).
     Cuda,
+    /// The cuda backend's kernels and host code on a CPU emulation of CUDA: slow, for tests and debugging.
+    CudaEmu,
 }
 
-/// Resolve a choice to a backend that exists on this machine, or explain why not. `auto` prefers a
-/// real (non-CPU) GPU adapter; lavapipe and other software adapters do not count.
+/// Resolve a choice to a backend that exists on this machine, or explain why not. `auto` prefers an
+/// NVIDIA GPU (cuda), then a real (non-CPU) wgpu adapter; lavapipe and other software adapters do not count.
 pub fn resolve(choice: BackendChoice) -> Result<BackendChoice> {
     match choice {
         BackendChoice::Cpu | BackendChoice::Wgpu => Ok(choice),
+        // A real NVIDIA GPU with NVRTC first (the cuda backend), then any other real GPU (wgpu).
         BackendChoice::Auto => {
-            if wgpu::adapters().iter().any(|a| a.is_real_gpu()) {
+            if cuda::gpu_available().is_ok() && cuda::nvrtc::available() {
+                Ok(BackendChoice::Cuda)
+            } else if wgpu::adapters().iter().any(|a| a.is_real_gpu()) {
                 Ok(BackendChoice::Wgpu)
             } else {
                 Ok(BackendChoice::Cpu)
             }
         }
-        BackendChoice::Cuda => Err(Error::Backend(
-            "the cuda backend is not built yet in this version of memsieve (issue 4); use --backend cpu or wgpu".into(),
-        )),
+        BackendChoice::Cuda => match cuda::gpu_available() {
+            Ok(()) if cuda::nvrtc::available() => Ok(BackendChoice::Cuda),
+            Ok(()) => Err(Error::Backend(
+                "--backend cuda needs libnvrtc to compile its kernels: pip install nvidia-cuda-nvrtc-cu12 and add \
+                 its lib directory to LD_LIBRARY_PATH"
+                    .into(),
+            )),
+            Err(why) => Err(Error::Backend(format!("--backend cuda: no usable NVIDIA GPU here ({why}); use --backend cpu"))),
+        },
+        BackendChoice::CudaEmu => {
+            if cuda::emu::built() {
+                Ok(BackendChoice::CudaEmu)
+            } else {
+                Err(Error::Backend("--backend cuda-emu: the CUDA emulator was not built (no C++ compiler at build time)".into()))
+            }
+        }
     }
 }

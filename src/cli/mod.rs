@@ -9,6 +9,7 @@ pub mod generate;
 pub mod train;
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::{CudaDriverBackend, CudaEmuBackend};
 use crate::backend::wgpu::WgpuBackend;
 use crate::backend::{resolve, Backend, BackendChoice, Device};
 use crate::error::Result;
@@ -22,6 +23,8 @@ pub struct Context {
     pub threads: usize,
     /// A wgpu device `auto` already opened while choosing.
     opened_wgpu: Mutex<Option<WgpuBackend>>,
+    /// A CUDA device `auto` already opened while choosing.
+    opened_cuda: Mutex<Option<CudaDriverBackend>>,
 }
 
 /// Run `$body` with `$dev: &Arc<Device<B>>` on the backend the context resolves to (the body is
@@ -32,6 +35,20 @@ macro_rules! on_device {
         match ctx.choose()? {
             $crate::backend::BackendChoice::Wgpu => {
                 let d = ctx.wgpu_device()?;
+                let $dev = &d;
+                let r = $body;
+                ctx.finish(&d);
+                r
+            }
+            $crate::backend::BackendChoice::Cuda => {
+                let d = ctx.cuda_device()?;
+                let $dev = &d;
+                let r = $body;
+                ctx.finish(&d);
+                r
+            }
+            $crate::backend::BackendChoice::CudaEmu => {
+                let d = ctx.cuda_emu_device()?;
                 let $dev = &d;
                 let r = $body;
                 ctx.finish(&d);
@@ -51,13 +68,25 @@ pub(crate) use on_device;
 
 impl Context {
     pub fn new(backend: BackendChoice, profile: bool, threads: usize) -> Self {
-        Context { backend, profile, threads, opened_wgpu: Mutex::new(None) }
+        Context { backend, profile, threads, opened_wgpu: Mutex::new(None), opened_cuda: Mutex::new(None) }
     }
 
     /// The backend to run on. `auto` takes wgpu only when it finds a real (non-CPU) GPU adapter and can
     /// open it; otherwise cpu, saying why on stderr.
     pub fn choose(&self) -> Result<BackendChoice> {
         let choice = resolve(self.backend)?;
+        if self.backend == BackendChoice::Auto && choice == BackendChoice::Cuda {
+            match CudaDriverBackend::new(0) {
+                Ok(b) => {
+                    eprintln!("backend: cuda on {} (auto)", b.describe());
+                    *self.opened_cuda.lock().unwrap() = Some(b);
+                }
+                Err(e) => {
+                    eprintln!("backend: cpu (auto; the CUDA device could not be opened: {e})");
+                    return Ok(BackendChoice::Cpu);
+                }
+            }
+        }
         if self.backend == BackendChoice::Auto && choice == BackendChoice::Wgpu {
             match WgpuBackend::new() {
                 Ok(b) => {
@@ -75,6 +104,22 @@ impl Context {
 
     pub fn cpu_device(&self) -> Result<Arc<Device<CpuBackend>>> {
         let dev = Arc::new(Device::new(CpuBackend::with_threads(self.threads)));
+        dev.profile.enable(self.profile);
+        Ok(dev)
+    }
+
+    pub fn cuda_device(&self) -> Result<Arc<Device<CudaDriverBackend>>> {
+        let backend = match self.opened_cuda.lock().unwrap().take() {
+            Some(b) => b,
+            None => CudaDriverBackend::new(0)?,
+        };
+        let dev = Arc::new(Device::new(backend));
+        dev.profile.enable(self.profile);
+        Ok(dev)
+    }
+
+    pub fn cuda_emu_device(&self) -> Result<Arc<Device<CudaEmuBackend>>> {
+        let dev = Arc::new(Device::new(CudaEmuBackend::emulator()?));
         dev.profile.enable(self.profile);
         Ok(dev)
     }
@@ -134,9 +179,14 @@ pub fn info() -> Result<()> {
         let have: Vec<_> = compute_features.iter().filter(|(f, _)| a.features.contains(*f)).map(|(_, n)| *n).collect();
         println!("         compute features: {}", have.join(" "));
     }
-    match resolve(BackendChoice::Cuda) {
-        Ok(_) => println!("  cuda   available"),
-        Err(e) => println!("  cuda   unavailable: {e}"),
+    for (name, choice) in [("cuda", BackendChoice::Cuda), ("cuda-emu", BackendChoice::CudaEmu)] {
+        match resolve(choice) {
+            Ok(_) => println!("  {name:<6} available"),
+            Err(e) => println!("  {name:<6} unavailable: {e}"),
+        }
+    }
+    for line in crate::backend::cuda::info_lines() {
+        println!("         {line}");
     }
     println!("auto → {:?}", resolve(BackendChoice::Auto)?);
     Ok(())

@@ -1,0 +1,52 @@
+// Shared by every kernel file. NVRTC has no include path, so the Rust side prepends this file to each
+// kernel source; the emulator build includes it once after cuda_emu.h. No libc headers anywhere.
+#ifndef MEMSIEVE_COMMON_CUH
+#define MEMSIEVE_COMMON_CUH
+
+#ifndef MEMSIEVE_EMU
+// Under NVRTC: the emulator's registration is a no-op and dynamic shared memory is the extern array.
+#define EMU_KERNEL(name)
+#define DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
+
+#define FULL_MASK 0xffffffffu
+#define NEG_INF __uint_as_float(0xff800000u)
+// Matches memsieve::backend::IGNORE_TARGET.
+#define IGNORE_TARGET 0xffffffffu
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+// Block-wide reductions over a 1-D block whose size is a multiple of 32; every thread gets the result.
+// `scratch` is a __shared__ float[32] of the caller; the leading barrier lets callers reuse it.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    return warp_sum(lane < warps ? scratch[lane] : 0.0f);
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    return warp_max(lane < warps ? scratch[lane] : NEG_INF);
+}
+
+// Global index of this thread in a 1-D launch, 64-bit so B·T·V-sized tensors cannot overflow.
+__device__ __forceinline__ long long global_index() {
+    return (long long)blockIdx.x * blockDim.x + threadIdx.x;
+}
+
+#endif
