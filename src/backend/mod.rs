@@ -92,6 +92,26 @@ pub enum Op<'a, Buf> {
     CopyStrided { dst: View<'a, Buf>, src: View<'a, Buf>, batches: usize, rows: usize, cols: usize, dst_strides: [usize; 2], src_strides: [usize; 2] },
 }
 
+/// The step-dependent AdamW scalars every backend folds on the host exactly alike (in f64, then f32),
+/// so the per-element update is the same expression everywhere.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWScalars {
+    /// lr / (1 − β1^step)
+    pub step_size: f32,
+    /// √(1 − β2^step)
+    pub bc2_sqrt: f32,
+    /// 1 − lr·weight_decay (decoupled decay)
+    pub decay: f32,
+}
+
+impl AdamWScalars {
+    pub fn new(step: u64, lr: f32, beta1: f32, beta2: f32, weight_decay: f32) -> Self {
+        let bc1 = 1.0 - (beta1 as f64).powi(step as i32);
+        let bc2 = 1.0 - (beta2 as f64).powi(step as i32);
+        AdamWScalars { step_size: (lr as f64 / bc1) as f32, bc2_sqrt: bc2.sqrt() as f32, decay: 1.0 - lr * weight_decay }
+    }
+}
+
 /// Cost of one op, for the profiler.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OpCost {

@@ -1,7 +1,7 @@
 //! AdamW exactly as torch.optim.AdamW (single-tensor path): decoupled decay, then the bias-corrected step.
 
 use super::{rd, wr, CpuBuffer};
-use crate::backend::View;
+use crate::backend::{AdamWScalars, View};
 use rayon::prelude::*;
 
 type V<'a> = View<'a, CpuBuffer>;
@@ -10,11 +10,7 @@ type V<'a> = View<'a, CpuBuffer>;
 pub fn update(params: V, grads: V, m: V, v: V, step: u64, lr: f32, beta1: f32, beta2: f32, eps: f32, wd: f32) {
     let g = rd(grads);
     let (p, m, v) = (wr(params), wr(m), wr(v));
-    let bc1 = 1.0 - (beta1 as f64).powi(step as i32);
-    let bc2 = 1.0 - (beta2 as f64).powi(step as i32);
-    let step_size = (lr as f64 / bc1) as f32;
-    let bc2_sqrt = bc2.sqrt() as f32;
-    let decay = 1.0 - lr * wd;
+    let AdamWScalars { step_size, bc2_sqrt, decay } = AdamWScalars::new(step, lr, beta1, beta2, wd);
     const CHUNK: usize = 8192;
     p.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).enumerate().for_each(
         |(ci, (p, (m, v)))| {

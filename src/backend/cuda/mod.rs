@@ -450,12 +450,7 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                 self.launch_1d("crossentropy_backward", n * v, &args);
             }
             Op::AdamW { params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay } => {
-                // The bias corrections exactly as the cpu backend computes them (f64, then f32).
-                let bc1 = 1.0 - (beta1 as f64).powi(step as i32);
-                let bc2 = 1.0 - (beta2 as f64).powi(step as i32);
-                let step_size = (lr as f64 / bc1) as f32;
-                let bc2_sqrt = bc2.sqrt() as f32;
-                let decay = 1.0 - lr * weight_decay;
+                let super::AdamWScalars { step_size, bc2_sqrt, decay } = super::AdamWScalars::new(step, lr, beta1, beta2, weight_decay);
                 let n = params.len;
                 let args = [
                     self.ptr(params), self.ptr(grads), self.ptr(m), self.ptr(v), Arg::I64(n as i64), Arg::F32(beta1),

@@ -2,7 +2,7 @@
 //! scalars in the order of the shader's parameter struct.
 
 use super::{WgpuBackend, WgpuBuffer};
-use crate::backend::{Op, View, WeightLayout, IGNORE_TARGET};
+use crate::backend::{AdamWScalars, Op, View, WeightLayout, IGNORE_TARGET};
 use crate::model::config::Activation;
 
 type V<'a> = View<'a, WgpuBuffer>;
@@ -242,12 +242,7 @@ impl WgpuBackend {
                 self.dispatch("crossentropy", "backward", Self::groups_1d(n * v, 256), &bind, &[u(n), u(v), f(scale)]);
             }
             Op::AdamW { params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay } => {
-                // The step-dependent scalars exactly as the cpu backend folds them (in f64).
-                let bc1 = 1.0 - (beta1 as f64).powi(step as i32);
-                let bc2 = 1.0 - (beta2 as f64).powi(step as i32);
-                let step_size = (lr as f64 / bc1) as f32;
-                let bc2_sqrt = bc2.sqrt() as f32;
-                let decay = 1.0 - lr * weight_decay;
+                let AdamWScalars { step_size, bc2_sqrt, decay } = AdamWScalars::new(step, lr, beta1, beta2, weight_decay);
                 let n = params.len;
                 let s = [u(n), f(beta1), f(beta2), f(eps), f(decay), f(step_size), f(bc2_sqrt)];
                 let bind = [(1, params), (2, grads), (3, m), (4, v)];
