@@ -65,3 +65,24 @@ fn a_batch_past_the_binding_limit_is_a_clear_error() {
     let err = m.forward(&vec![1u32; b * t], None, b, t).unwrap_err().to_string();
     assert!(err.contains("binding limit") && err.contains("smaller batch"), "{err}");
 }
+
+/// Views deep inside a buffer larger than one storage binding (lavapipe: 128 MiB) are bound as
+/// aligned windows: ops on them work and touch nothing else.
+#[test]
+fn views_past_the_binding_limit_of_a_large_buffer() {
+    use memsieve::backend::{Op, View};
+    let Some(dev) = common::wgpu_device() else { return };
+    let words = dev.backend.max_view_len() + (1 << 20);
+    let big = dev.alloc(words).unwrap();
+    let (n, off) = (1000, words - 5000 + 3); // unaligned, and beyond the first binding's reach
+    let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+    let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32).collect();
+    dev.upload_f32(View::new(&big, off, n), &a);
+    dev.upload_f32(View::new(&big, off + n, n), &b);
+    dev.exec(Op::Residual { out: View::new(&big, off + 2 * n, n), a: View::new(&big, off, n), b: View::new(&big, off + n, n), n });
+    dev.exec(Op::Fill { dst: View::new(&big, 7, 5), value: 2.5 });
+    let got = dev.download_f32(View::new(&big, off + 2 * n, n));
+    assert!(got.iter().enumerate().all(|(i, x)| *x == a[i] + b[i]), "residual on a deep view");
+    assert_eq!(dev.download_f32(View::new(&big, 5, 14)), [0., 0., 2.5, 2.5, 2.5, 2.5, 2.5, 0., 0., 0., 0., 0., 0., 0.]);
+    assert_eq!(dev.download_f32(View::new(&big, off + 3 * n, 4)), [0.0; 4], "wrote past its view");
+}
