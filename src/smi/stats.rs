@@ -1,0 +1,125 @@
+//! Small numeric pieces shared by PSMI and KSG: numpy's linear quantile, mean/std, ψ of integers.
+
+/// Euler–Mascheroni γ; ψ(1) = −γ.
+const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+
+/// Position of quantile q among `len` sorted values, exactly as numpy computes it for the default
+/// "linear" method (`_compute_virtual_index` with α = β = 1): (index below, fraction).
+fn linear_position(len: usize, q: f64) -> (usize, usize, f64) {
+    let n = len as f64;
+    let virtual_index = (n * q + (1.0 + q * (1.0 - 1.0 - 1.0))) - 1.0;
+    let below = virtual_index.floor().clamp(0.0, n - 1.0);
+    let above = (below + 1.0).min(n - 1.0);
+    (below as usize, above as usize, virtual_index - virtual_index.floor())
+}
+
+/// numpy's `_lerp`: a + t·(b−a) for t < 0.5, b − (1−t)·(b−a) otherwise (bit parity with numpy).
+fn numpy_lerp(a: f64, b: f64, t: f64) -> f64 {
+    let diff = b - a;
+    if t >= 0.5 {
+        b - diff * (1.0 - t)
+    } else {
+        a + diff * t
+    }
+}
+
+/// Quantile q (numpy "linear") of `values`, which are reordered (partial selection, O(len)).
+/// Returns NaN for an empty slice.
+pub fn quantile_linear(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let (lo, hi, t) = linear_position(values.len(), q);
+    let cmp = |a: &f64, b: &f64| a.total_cmp(b);
+    let (_, &mut v_lo, right) = values.select_nth_unstable_by(lo, cmp);
+    let v_hi = if hi > lo { right.iter().copied().min_by(cmp).unwrap_or(v_lo) } else { v_lo };
+    numpy_lerp(v_lo, v_hi, t)
+}
+
+/// Mean and population std (ddof 0), two passes in f64.
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+/// ψ(m) for a positive integer m: the recurrence ψ(m+1) = ψ(m) + 1/m below 20, the asymptotic
+/// series above (truncation error < 2·10⁻¹³ there; smi.md §5).
+pub fn digamma_int(m: u64) -> f64 {
+    debug_assert!(m >= 1);
+    if m < 20 {
+        let mut psi = -EULER_GAMMA;
+        for i in 1..m {
+            psi += 1.0 / i as f64;
+        }
+        psi
+    } else {
+        let x = m as f64;
+        let x2 = x * x;
+        x.ln() - 0.5 / x - 1.0 / (12.0 * x2) + 1.0 / (120.0 * x2 * x2) - 1.0 / (252.0 * x2 * x2 * x2)
+    }
+}
+
+/// Mean and the 0.01 / 0.99 quantiles of a set of per-slice or per-sample values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub mean: f64,
+    pub std: f64,
+    pub q01: f64,
+    pub q50: f64,
+    pub q99: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    /// Summary of `values` (reordered in place).
+    pub fn of(values: &mut [f64]) -> Summary {
+        let (mean, std) = mean_std(values);
+        Summary {
+            mean,
+            std,
+            q01: quantile_linear(values, 0.01),
+            q50: quantile_linear(values, 0.5),
+            q99: quantile_linear(values, 0.99),
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_match_spec_vector() {
+        // smi.md §12.4
+        let v = [0.5, -0.2, 0.9, 0.1, 0.3];
+        let q = |p: f64| quantile_linear(&mut v.clone(), p);
+        assert!((q(0.99) - 0.884).abs() < 1e-12);
+        assert!((q(0.01) - -0.188).abs() < 1e-12);
+        assert_eq!(q(0.5), 0.3);
+        assert_eq!(q(0.0), -0.2);
+        assert_eq!(q(1.0), 0.9);
+        assert_eq!(quantile_linear(&mut [2.5], 0.99), 2.5);
+        assert!(quantile_linear(&mut [], 0.5).is_nan());
+    }
+
+    #[test]
+    fn digamma_matches_known_values() {
+        assert!((digamma_int(1) + EULER_GAMMA).abs() < 1e-15);
+        assert!((digamma_int(2) - (1.0 - EULER_GAMMA)).abs() < 1e-15);
+        // Recurrence and asymptotic branch agree across the switch.
+        let mut psi = -EULER_GAMMA;
+        for m in 1..200u64 {
+            assert!((digamma_int(m) - psi).abs() < 1e-12, "psi({m})");
+            psi += 1.0 / m as f64;
+        }
+        // scipy.special.digamma at 7, 20 and 1e6.
+        assert!((digamma_int(7) - 1.872784335098467).abs() < 1e-14);
+        assert!((digamma_int(20) - 2.970523992242149).abs() < 1e-13);
+        assert!((digamma_int(1_000_000) - 13.81551005796419).abs() < 1e-12);
+    }
+}
