@@ -44,13 +44,12 @@ impl Jitter {
 }
 
 /// x ← x / s with s the population std (no centring, `np.nanstd`); s < 10·ε is replaced by 1
-/// (sklearn `scale`). `single_column`: the matrix scikit-learn saw had one column, so numpy summed
-/// pairwise (matters only for bit parity).
-pub fn scale_column(x: &mut [f64], single_column: bool) {
+/// (sklearn `scale`). Sums are numpy's pairwise ones, for bit parity of the jitter and small-class paths.
+pub fn scale_column(x: &mut [f64]) {
     let n = x.len() as f64;
-    let mean = numpy_column_sum(x, single_column) / n;
+    let mean = numpy_column_sum(x) / n;
     let squares: Vec<f64> = x.iter().map(|v| (v - mean) * (v - mean)).collect();
-    let var = numpy_column_sum(&squares, single_column) / n;
+    let var = numpy_column_sum(&squares) / n;
     let mut s = var.sqrt();
     if s < 10.0 * f64::EPSILON {
         s = 1.0;
@@ -61,9 +60,9 @@ pub fn scale_column(x: &mut [f64], single_column: bool) {
 }
 
 /// x_i ← x_i + 1e-10·max(1, mean|x|)·ε_i.
-pub fn jitter_column(x: &mut [f64], eps: impl Iterator<Item = f64>, single_column: bool) {
+pub fn jitter_column(x: &mut [f64], eps: impl Iterator<Item = f64>) {
     let abs: Vec<f64> = x.iter().map(|v| v.abs()).collect();
-    let mean_abs = numpy_column_sum(&abs, single_column) / x.len() as f64;
+    let mean_abs = numpy_column_sum(&abs) / x.len() as f64;
     let amplitude = 1e-10 * mean_abs.max(1.0);
     for (v, e) in x.iter_mut().zip(eps) {
         *v += amplitude * e;
@@ -187,10 +186,9 @@ pub fn ksg_mi_columns<T: ProjElem>(p: &[T], n: usize, width: usize, classes: &Cl
         .into_par_iter()
         .map(|j| {
             let mut col: Vec<f64> = (0..n).map(|i| p[i * width + j].to_f64()).collect();
-            let single_column = jitter.is_some_and(|eps| eps.slices == 1);
-            scale_column(&mut col, single_column);
+            scale_column(&mut col);
             if let (true, Some(eps)) = (opts.sklearn_exact, jitter) {
-                jitter_column(&mut col, (0..n).map(|i| eps.at(i, first_slice + j)), single_column);
+                jitter_column(&mut col, (0..n).map(|i| eps.at(i, first_slice + j)));
             }
             ksg_mi_1d(&col, classes, opts.n_neighbors, opts.sklearn_exact)
         })

@@ -9,6 +9,7 @@
 pub mod directions;
 pub mod ksg;
 pub mod mt19937;
+pub mod npy;
 pub mod project;
 pub mod psmi;
 pub mod stats;

@@ -37,7 +37,7 @@ pub fn quantile_linear(values: &mut [f64], q: f64) -> f64 {
 }
 
 /// numpy's pairwise summation (`pairwise_sum` in its loops): what `np.sum` does along a contiguous
-/// axis. Reductions along axis 0 of a C-order matrix with several columns add row by row instead.
+/// axis. scikit-learn's column statistics hit it because `X[:, mask]` is a Fortran-order copy.
 pub fn numpy_pairwise_sum(a: &[f64]) -> f64 {
     const BLOCK: usize = 128;
     let n = a.len();
@@ -64,14 +64,10 @@ pub fn numpy_pairwise_sum(a: &[f64]) -> f64 {
     }
 }
 
-/// How numpy sums a column: pairwise when the matrix has a single column (contiguous), else
-/// sequentially row by row. The identity 0 starts both.
-pub fn numpy_column_sum(a: &[f64], single_column: bool) -> f64 {
-    if single_column {
-        0.0 + numpy_pairwise_sum(a)
-    } else {
-        a.iter().fold(0.0, |acc, v| acc + v)
-    }
+/// `np.sum` of a contiguous column: the reduction starts from the identity 0, then adds the
+/// pairwise sum.
+pub fn numpy_column_sum(a: &[f64]) -> f64 {
+    0.0 + numpy_pairwise_sum(a)
 }
 
 /// Mean and population std (ddof 0), two passes in f64.
@@ -150,8 +146,8 @@ mod tests {
         // np.sum(a.reshape(-1, 1), axis=0) for a_i = ((7919·i) mod 1000)·0.0137 − 6.1, i = 1..=200
         // (numpy 2.4): the 8-accumulator blocks and the recursive split; a sequential sum differs.
         let a: Vec<f64> = (1..=200u64).map(|i| ((i * 7919) % 1000) as f64 * 0.0137 - 6.1).collect();
-        assert_eq!(numpy_column_sum(&a, true), 148.6300000000001);
-        assert_eq!(numpy_column_sum(&a, false), 148.63000000000008);
+        assert_eq!(numpy_column_sum(&a), 148.6300000000001);
+        assert_eq!(a.iter().sum::<f64>(), 148.63000000000008);
     }
 
     #[test]
