@@ -118,57 +118,94 @@ fn kth_brute_distance(sorted: &[f64], q: usize, k: usize) -> f64 {
     d[k - 1]
 }
 
+/// Order-preserving u64 key of a finite f64 (sign-magnitude → two's-order), for integer sorting.
+#[inline]
+fn order_key(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
+
+/// Largest c ≤ len with pred(1), …, pred(c) all true, for pred true-then-false: galloping, so the
+/// cost is O(log c), and c (the ball count) is small next to n.
+#[inline]
+fn gallop(len: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let mut hi = 1;
+    while hi <= len && pred(hi) {
+        hi *= 2;
+    }
+    let (mut lo, mut hi) = (hi / 2, hi.min(len + 1));
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if pred(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// 1-D KSG/Ross MI (nats) of one already scaled (and possibly jittered) column against the labels.
 /// Singleton classes are dropped; the result is clipped at 0. `brute_quirk` reproduces scikit-learn's
 /// brute-force distances on classes where its `NearestNeighbors` picks them (k_c ≥ ⌊n_c/2⌋).
+///
+/// One sort per slice: the global order, then a stable counting pass by class gives each class's
+/// sorted values and every element's global position, so radii come from neighbours in the class
+/// array and counts from galloping outwards in the global array with the exact predicate
+/// |x_j − x_i| ≤ r_i.
 pub fn ksg_mi_1d(x: &[f64], classes: &Classes, k: usize, brute_quirk: bool) -> f64 {
-    let cs = classes.len();
-    // Samples grouped by class, each group ascending (ties broken by index, irrelevant to the result).
-    let mut by_class: Vec<Vec<(f64, usize)>> = vec![Vec::new(); cs];
-    for (i, (&v, &c)) in x.iter().zip(&classes.of_sample).enumerate() {
-        by_class[c as usize].push((v, i));
-    }
-    let mut radius = vec![0f64; x.len()];
-    let (mut sum_psi_k, mut sum_psi_nc, mut kept) = (0f64, 0f64, 0usize);
-    let mut kept_values = Vec::with_capacity(x.len());
-    for group in by_class.iter_mut() {
-        let nc = group.len();
-        if nc < 2 {
-            continue;
-        }
-        group.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let values: Vec<f64> = group.iter().map(|g| g.0).collect();
-        let kc = k.min(nc - 1);
-        let brute = brute_quirk && kc >= nc / 2;
-        for (q, &(_, i)) in group.iter().enumerate() {
-            let r = if brute { kth_brute_distance(&values, q, kc) } else { kth_sorted_distance(&values, q, kc) };
-            radius[i] = next_toward_zero(r);
-        }
-        sum_psi_k += nc as f64 * digamma_int(kc as u64);
-        sum_psi_nc += nc as f64 * digamma_int(nc as u64);
-        kept += nc;
-        kept_values.extend_from_slice(&values);
-    }
+    let counts = &classes.counts;
+    let mut order: Vec<(u64, u32)> = x.iter().enumerate().filter(|&(i, _)| counts[classes.of_sample[i] as usize] >= 2).map(|(i, &v)| (order_key(v), i as u32)).collect();
+    let kept = order.len();
     if kept == 0 {
         return 0.0;
     }
-    kept_values.sort_by(f64::total_cmp);
-    let mut sum_psi_m = 0f64;
-    for group in by_class.iter().filter(|g| g.len() >= 2) {
-        for &(xi, i) in group {
-            let r = radius[i];
-            // Count |x_j − x_i| ≤ r with that exact predicate on both sides of x_i.
-            let pos = kept_values.partition_point(|&v| v < xi);
-            let first = kept_values[..pos].partition_point(|&v| (xi - v).abs() > r);
-            let after = kept_values[pos..].partition_point(|&v| (v - xi).abs() <= r);
-            let m = (pos - first) + after;
-            sum_psi_m += digamma_int(m as u64);
+    order.sort_unstable();
+    let global: Vec<f64> = order.iter().map(|&(_, i)| x[i as usize]).collect();
+    // Class segments of the class-sorted array.
+    let mut start = vec![0usize; counts.len() + 1];
+    for (c, &nc) in counts.iter().enumerate() {
+        start[c + 1] = start[c] + if nc >= 2 { nc } else { 0 };
+    }
+    let mut fill = start.clone();
+    let mut class_vals = vec![0f64; kept];
+    let mut class_gpos = vec![0u32; kept];
+    for (g, &(_, i)) in order.iter().enumerate() {
+        let c = classes.of_sample[i as usize] as usize;
+        class_vals[fill[c]] = global[g];
+        class_gpos[fill[c]] = g as u32;
+        fill[c] += 1;
+    }
+    let (mut sum_psi_k, mut sum_psi_nc, mut sum_psi_m) = (0f64, 0f64, 0f64);
+    for (c, &nc) in counts.iter().enumerate() {
+        if nc < 2 {
+            continue;
+        }
+        let vals = &class_vals[start[c]..start[c + 1]];
+        let kc = k.min(nc - 1);
+        let brute = brute_quirk && kc >= nc / 2;
+        sum_psi_k += nc as f64 * digamma_int(kc as u64);
+        sum_psi_nc += nc as f64 * digamma_int(nc as u64);
+        for (q, &xi) in vals.iter().enumerate() {
+            let r = next_toward_zero(if brute { kth_brute_distance(vals, q, kc) } else { kth_sorted_distance(vals, q, kc) });
+            let g = class_gpos[start[c] + q] as usize;
+            let left = gallop(g, |o| (xi - global[g - o]).abs() <= r);
+            let right = gallop(kept - 1 - g, |o| (global[g + o] - xi).abs() <= r);
+            sum_psi_m += digamma_int((1 + left + right) as u64);
         }
     }
     let nk = kept as f64;
     let mi = digamma_int(kept as u64) + sum_psi_k / nk - sum_psi_nc / nk - sum_psi_m / nk;
     mi.max(0.0)
 }
+
+/// Columns per gather tile: reading P row by row, 32 contiguous values at a time, instead of one
+/// strided value per row per column.
+const TILE: usize = 32;
 
 /// Per-slice KSG MI of the columns of an n × width projection block. `first_slice` is the block's
 /// global slice index (it selects the jitter columns).
@@ -182,17 +219,30 @@ pub fn ksg_mi_columns<T: ProjElem>(p: &[T], n: usize, width: usize, classes: &Cl
     if opts.sklearn_exact && jitter.is_none() {
         return Err(Error::Input("exact scikit-learn emulation needs the jitter matrix".into()));
     }
-    Ok((0..width)
+    let tiles: Vec<Vec<f64>> = (0..width.div_ceil(TILE))
         .into_par_iter()
-        .map(|j| {
-            let mut col: Vec<f64> = (0..n).map(|i| p[i * width + j].to_f64()).collect();
-            scale_column(&mut col);
-            if let (true, Some(eps)) = (opts.sklearn_exact, jitter) {
-                jitter_column(&mut col, (0..n).map(|i| eps.at(i, first_slice + j)));
+        .map(|t| {
+            let (j0, j1) = (t * TILE, ((t + 1) * TILE).min(width));
+            let w = j1 - j0;
+            let mut cols = vec![0f64; w * n];
+            for i in 0..n {
+                for (dj, v) in p[i * width + j0..i * width + j1].iter().enumerate() {
+                    cols[dj * n + i] = v.to_f64();
+                }
             }
-            ksg_mi_1d(&col, classes, opts.n_neighbors, opts.sklearn_exact)
+            cols.chunks_mut(n)
+                .enumerate()
+                .map(|(dj, col)| {
+                    scale_column(col);
+                    if let (true, Some(eps)) = (opts.sklearn_exact, jitter) {
+                        jitter_column(col, (0..n).map(|i| eps.at(i, first_slice + j0 + dj)));
+                    }
+                    ksg_mi_1d(col, classes, opts.n_neighbors, opts.sklearn_exact)
+                })
+                .collect()
         })
-        .collect())
+        .collect();
+    Ok(tiles.concat())
 }
 
 /// KSG MI of every column of an n × K matrix in one call (the jitter then spans all K columns, as

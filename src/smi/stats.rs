@@ -81,6 +81,15 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 /// ψ(m) for a positive integer m: the recurrence ψ(m+1) = ψ(m) + 1/m below 20, the asymptotic
 /// series above (truncation error < 2·10⁻¹³ there; smi.md §5).
 pub fn digamma_int(m: u64) -> f64 {
+    const TABLE: usize = 1 << 12;
+    static SMALL: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    if (m as usize) < TABLE {
+        return SMALL.get_or_init(|| (0..TABLE as u64).map(|i| if i == 0 { f64::NAN } else { digamma_direct(i) }).collect())[m as usize];
+    }
+    digamma_direct(m)
+}
+
+fn digamma_direct(m: u64) -> f64 {
     debug_assert!(m >= 1);
     if m < 20 {
         let mut psi = -EULER_GAMMA;
