@@ -174,50 +174,37 @@ pub struct SliceModel {
 /// pmi of one projection value p of a sample of class `y` on one slice:
 /// ℓ_y − LSE_c(ln π_c + ℓ_c), with ℓ_c = −½((p−μ_c)/σ_c)² − ln σ_c, max-shifted.
 /// `log_weight[c]` = ln π_c − ln σ_c, so term(c) = ln π_c + ℓ_c and ℓ_y = term(y) − ln π_y.
+/// `terms` is scratch of length C (each term is computed once).
 #[inline]
-pub fn pmi_one(p: f64, y: usize, mu: &[f64], inv_sigma: &[f64], log_weight: &[f64], log_prior_y: f64) -> f64 {
-    let mut own = 0.0;
+pub fn pmi_one(p: f64, y: usize, mu: &[f64], inv_sigma: &[f64], log_weight: &[f64], log_prior_y: f64, terms: &mut [f64]) -> f64 {
     let mut max = f64::NEG_INFINITY;
-    // Two passes over C (tiny) values: find the max term, then sum the shifted exponentials.
-    let term = |c: usize| {
+    for (c, t) in terms.iter_mut().enumerate() {
         let z = (p - mu[c]) * inv_sigma[c];
-        -0.5 * z * z + log_weight[c]
-    };
-    for c in 0..mu.len() {
-        max = max.max(term(c));
+        *t = -0.5 * z * z + log_weight[c];
+        max = max.max(*t);
     }
-    let mut sum = 0.0;
-    for c in 0..mu.len() {
-        let t = term(c);
-        sum += (t - max).exp();
-        if c == y {
-            own = t;
-        }
-    }
-    (own - log_prior_y) - (max + sum.ln())
+    let sum: f64 = terms.iter().map(|t| (t - max).exp()).sum();
+    (terms[y] - log_prior_y) - (max + sum.ln())
 }
 
 /// Score an n × kb projection block into pmi values (f32, same layout). Degenerate slices get NaN.
 pub fn score_block<T: ProjElem>(p: &[T], kb: usize, classes: &Classes, model: &SliceModel) -> Vec<f32> {
     let cs = classes.len();
     let mut out = vec![0f32; p.len()];
-    out.par_chunks_mut(kb).zip(p.par_chunks(kb)).zip(classes.of_sample.par_iter()).for_each(|((o, row), &y)| {
-        for j in 0..kb {
-            o[j] = if model.degenerate[j] {
-                f32::NAN
-            } else {
-                let at = j * cs;
-                pmi_one(
-                    row[j].to_f64(),
-                    y as usize,
-                    &model.mu[at..at + cs],
-                    &model.inv_sigma[at..at + cs],
-                    &model.log_weight[at..at + cs],
-                    model.log_prior[y as usize],
-                ) as f32
-            };
-        }
-    });
+    out.par_chunks_mut(kb).zip(p.par_chunks(kb)).zip(classes.of_sample.par_iter()).for_each_init(
+        || vec![0f64; cs],
+        |terms, ((o, row), &y)| {
+            let y = y as usize;
+            for j in 0..kb {
+                o[j] = if model.degenerate[j] {
+                    f32::NAN
+                } else {
+                    let at = j * cs;
+                    pmi_one(row[j].to_f64(), y, &model.mu[at..at + cs], &model.inv_sigma[at..at + cs], &model.log_weight[at..at + cs], model.log_prior[y], terms) as f32
+                };
+            }
+        },
+    );
     out
 }
 
