@@ -159,6 +159,10 @@ fn psmi_errors_and_degenerate_slices() {
     for i in 0..6 {
         close(s.mean[i], (s.pmi(i, 0) as f64 + s.pmi(i, 2) as f64) / 2.0, 1e-7, "mean over kept slices");
     }
+    // A constant class whose mean does not round exactly (3 × 0.1 / 3 ≠ 0.1) is still degenerate.
+    let x01 = [1.0, 0.1, 0.9, 0.1, 1.2, 0.1, 0.0, 1.0, 0.1, 0.8, -0.2, 1.1];
+    let s = psmi(&x01, 6, 2, &c, &dirs, 3, &opts, &no_progress).unwrap();
+    assert_eq!(s.excluded, vec![1]);
     // Every slice degenerate: a clear error.
     let only = Directions::explicit(vec![0.0, 1.0], 2).unwrap();
     let e = psmi(&x, 6, 2, &c, &only, 1, &opts, &no_progress).unwrap_err().to_string();

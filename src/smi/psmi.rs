@@ -1,8 +1,9 @@
 //! Pointwise sliced MI (smi.md §3, §4): per (class, slice) Gaussian fits from mergeable statistics,
 //! log-domain scoring, per-sample aggregation over slices, and the `psmi` package's auto mode.
 //!
-//! Degenerate slices: when some class is constant on a slice (σ = 0) the slice is excluded for every
-//! sample and the count is reported ([`PsmiScores::excluded`]); if no slice is left it is an error.
+//! Degenerate slices: when some class is constant on a slice (σ = 0, up to the rounding of its mean:
+//! σ ≤ 64·ε·|μ|) the slice is excluded for every sample and the count is reported
+//! ([`PsmiScores::excluded`]); if no slice is left it is an error.
 
 use super::directions::Directions;
 use super::ksg::{ksg_mi_columns, Jitter, KsgOptions};
@@ -42,6 +43,10 @@ pub struct ClassSliceStats {
     pub mean: Vec<f64>,
     pub m2: Vec<f64>,
 }
+
+/// σ at or below this multiple of |μ| is a constant class (f64 rounding of a mean of equal values
+/// leaves M2 of order (ε·μ)²); distinct f32 projections differ by at least 2⁻²⁴ relative.
+const DEGENERATE_REL_SIGMA: f64 = 64.0 * f64::EPSILON;
 
 /// Rows per statistics chunk: each chunk is summed in two passes, then chunks are merged in order.
 const STATS_ROWS: usize = 1024;
@@ -136,8 +141,10 @@ impl ClassSliceStats {
             for j in 0..ks {
                 let sigma = (self.m2[c * ks + j] / denom).sqrt();
                 let at = j * cs + c;
-                m.mu[at] = self.mean[c * ks + j];
-                if sigma > 0.0 && sigma.is_finite() {
+                let mu = self.mean[c * ks + j];
+                m.mu[at] = mu;
+                // A constant class leaves only the rounding of its mean in M2 (σ ~ ε·|μ|), not 0.
+                if sigma > DEGENERATE_REL_SIGMA * mu.abs() && sigma.is_finite() {
                     m.inv_sigma[at] = 1.0 / sigma;
                     m.log_weight[at] = ln_pi - sigma.ln();
                 } else {
