@@ -49,7 +49,7 @@ pub fn seeded_direction(seed: u64, slice: usize, out: &mut [f32]) -> Result<()> 
 
 /// Normalise each row of a K × d matrix to unit L2 norm (f64 accumulation), as the references do.
 pub fn normalize_rows(rows: &mut [f32], dim: usize) -> Result<()> {
-    if dim == 0 || rows.len() % dim != 0 {
+    if dim == 0 || !rows.len().is_multiple_of(dim) {
         return Err(Error::Input(format!("directions: {} values are not a whole number of rows of {dim}", rows.len())));
     }
     for (j, row) in rows.chunks_mut(dim).enumerate() {

@@ -41,8 +41,16 @@ struct SyncPtr<T>(*const T);
 unsafe impl<T> Send for SyncPtr<T> {}
 unsafe impl<T> Sync for SyncPtr<T> {}
 
+impl<T> SyncPtr<T> {
+    /// Through a method, so closures capture the Sync wrapper, not the raw pointer field.
+    fn get(&self) -> *const T {
+        self.0
+    }
+}
+
 /// dst[i, col0 + j] = Σ_k x[i, k]·θ[j, k] for i < n, j < kb, with dst row stride `ld`.
 /// `x` is n × d, `thetas` kb × d, both row-major.
+#[allow(clippy::too_many_arguments)]
 pub fn project_into<T: ProjElem>(x: &[T], n: usize, d: usize, thetas: &[T], kb: usize, dst: &mut [T], ld: usize, col0: usize) -> Result<()> {
     if x.len() != n * d || thetas.len() != kb * d || col0 + kb > ld || dst.len() != n * ld {
         return Err(Error::Input(format!(
@@ -57,7 +65,6 @@ pub fn project_into<T: ProjElem>(x: &[T], n: usize, d: usize, thetas: &[T], kb: 
     }
     let th = SyncPtr(thetas.as_ptr());
     dst.par_chunks_mut(ROW_CHUNK * ld).zip(x.par_chunks(ROW_CHUNK * d)).for_each(|(dst_rows, x_rows)| {
-        let th = th;
         let m = x_rows.len() / d;
         // Safety: every pointer/stride pair addresses inside the slices checked above; each worker
         // writes only its own rows.
@@ -73,7 +80,7 @@ pub fn project_into<T: ProjElem>(x: &[T], n: usize, d: usize, thetas: &[T], kb: 
                 x_rows.as_ptr(),
                 1,
                 d as isize,
-                th.0,
+                th.get(),
                 d as isize,
                 1,
                 T::default(),

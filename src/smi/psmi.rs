@@ -289,6 +289,7 @@ impl PsmiScores {
 }
 
 /// Directions, projection, statistics, optional KSG and scoring of slices [j0, j1).
+#[allow(clippy::too_many_arguments)]
 fn run_block<T: ProjElem>(x: &[T], n: usize, d: usize, classes: &Classes, dirs: &Directions, j0: usize, j1: usize, opts: &PsmiOptions, jitter: Option<&Jitter>) -> Result<Block> {
     let width = j1 - j0;
     let thetas: Vec<T> = dirs.block(j0, j1)?.into_iter().map(T::from_f32).collect();
@@ -349,6 +350,7 @@ fn aggregate(n: usize, blocks: Vec<Block>, converged: bool) -> Result<PsmiScores
 
 /// PSMI of every sample over `slices` directions (fixed K). `x` is n × d row-major.
 /// `progress(done, total)` is called after each slice block.
+#[allow(clippy::too_many_arguments)]
 pub fn psmi<T: ProjElem>(x: &[T], n: usize, d: usize, classes: &Classes, dirs: &Directions, slices: usize, opts: &PsmiOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<PsmiScores> {
     check_inputs(x, n, d, classes, dirs)?;
     if slices == 0 {
@@ -422,6 +424,7 @@ pub fn auto_criterion(block_means: &[Vec<f64>], n: usize, a: &AutoOptions) -> Op
 
 /// Auto mode: add blocks of `auto.block` directions until the lowest-PSMI samples stabilise
 /// (or `max_blocks` is reached: `converged` false). Final scores use every direction drawn.
+#[allow(clippy::too_many_arguments)]
 pub fn psmi_auto<T: ProjElem>(x: &[T], n: usize, d: usize, classes: &Classes, dirs: &Directions, opts: &PsmiOptions, auto: &AutoOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<PsmiScores> {
     check_inputs(x, n, d, classes, dirs)?;
     if auto.block == 0 || auto.max_blocks == 0 {

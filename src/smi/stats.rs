@@ -6,8 +6,10 @@ const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
 /// Position of quantile q among `len` sorted values, exactly as numpy computes it for the default
 /// "linear" method (`_compute_virtual_index` with α = β = 1): (index below, fraction).
 fn linear_position(len: usize, q: f64) -> (usize, usize, f64) {
+    const ALPHA: f64 = 1.0;
+    const BETA: f64 = 1.0;
     let n = len as f64;
-    let virtual_index = (n * q + (1.0 + q * (1.0 - 1.0 - 1.0))) - 1.0;
+    let virtual_index = (n * q + (ALPHA + q * (1.0 - ALPHA - BETA))) - 1.0;
     let below = virtual_index.floor().clamp(0.0, n - 1.0);
     let above = (below + 1.0).min(n - 1.0);
     (below as usize, above as usize, virtual_index - virtual_index.floor())
