@@ -7,6 +7,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod rng;
+pub mod smi;
 pub mod train;
 
 pub use error::{Error, Result};

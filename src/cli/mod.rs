@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod report;
+pub mod screen;
 pub mod demo;
 pub mod eval;
 pub mod generate;

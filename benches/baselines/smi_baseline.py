@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Reference timings for memsieve's SMI benchmark (benches/smi.rs) on the same data.
+
+    cargo bench --bench smi -- --n 4000 --d 1024 --k 1000 --dump /tmp/smi_bench > /tmp/smi_bench/rust.jsonl
+    python3 benches/baselines/smi_baseline.py /tmp/smi_bench [--threads 2] [--ksg-slices 10]
+
+Times `psmi.PSMI(n_estimators=K).fit_transform` end to end (draws directions, f64 projection) and
+scikit-learn's `mutual_info_classif(n_neighbors=3)` on a few slices (extrapolated to K), then prints
+the ratios against memsieve's lines in DIR/rust.jsonl.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ksg-slices", type=int, default=10)
+    a = ap.parse_args()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(a.threads)
+    import numpy as np
+    import psmi
+    from sklearn.feature_selection import mutual_info_classif
+
+    x = np.load(os.path.join(a.dir, "x.npy"))
+    y = np.load(os.path.join(a.dir, "y.npy"))
+    rust = [json.loads(l) for l in open(os.path.join(a.dir, "rust.jsonl")) if l.startswith("{")]
+    ours = {r["workload"]: r["seconds"] for r in rust}
+    k = rust[0]["k"]
+
+    np.random.seed(0)
+    t = time.perf_counter()
+    psmi.PSMI(n_estimators=k).fit_transform(x, y)
+    t_psmi = time.perf_counter() - t
+
+    thetas = np.random.normal(0, 1, (a.ksg_slices, x.shape[1]))
+    thetas /= np.linalg.norm(thetas, axis=1)[:, None]
+    p = x @ thetas.T
+    t = time.perf_counter()
+    mutual_info_classif(p, y, n_neighbors=3, random_state=0)
+    t_ksg = (time.perf_counter() - t) / a.ksg_slices * k
+
+    rows = [
+        ("psmi package end to end (f64)", t_psmi, "psmi_f32", ours.get("psmi_f32")),
+        ("psmi package end to end (f64)", t_psmi, "psmi_f64", ours.get("psmi_f64")),
+        (f"sklearn KSG x {k} slices (from {a.ksg_slices})", t_ksg, "ksg_all_slices", ours.get("ksg_all_slices")),
+    ]
+    print(f"n {x.shape[0]}  d {x.shape[1]}  K {k}  threads {a.threads}; memsieve projection_f32 {ours.get('projection_f32', float('nan')):.3f} s")
+    print(f"{'reference':<40} {'ref s':>9} {'memsieve':<16} {'ms s':>8} {'speed-up':>9}")
+    for name, ref, ours_name, ours_s in rows:
+        print(f"{name:<40} {ref:>9.3f} {ours_name:<16} {ours_s:>8.3f} {ref / ours_s:>8.1f}x")
+    print(f"memsieve psmi_f32 / projection_f32 = {ours['psmi_f32'] / ours['projection_f32']:.2f}")
+    json.dump({"psmi_package_s": t_psmi, "sklearn_ksg_extrapolated_s": t_ksg, "memsieve": ours}, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+//! `memsieve screen` end to end on the psmi-package fixture, plus bad-input errors.
+
+use memsieve::smi::npy::{read_f64, write_f64, write_i64};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("smi_{name}.npy"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("memsieve-screen-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn screen(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_memsieve")).arg("screen").args(args).output().unwrap()
+}
+
+#[test]
+fn screen_with_reference_directions_matches_psmi_and_sklearn() {
+    let out = tmp("ref");
+    let o = screen(&[
+        "--features", fixture("fixed_x").to_str().unwrap(),
+        "--labels", fixture("fixed_y").to_str().unwrap(),
+        "--directions", fixture("fixed_dirs").to_str().unwrap(),
+        "--precision", "f64",
+        "--top", "7",
+        "--out", out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("flagged 7 of 300"), "{stdout}");
+    let (scores, shape) = read_f64(out.join("scores.npy")).unwrap();
+    assert_eq!(shape, vec![300, 4]);
+    let want = read_f64(fixture("fixed_mean")).unwrap().0;
+    let want_std = read_f64(fixture("fixed_std")).unwrap().0;
+    for i in 0..300 {
+        assert!((scores[i * 4] - want[i]).abs() < 1e-5 && (scores[i * 4 + 1] - want_std[i]).abs() < 1e-5, "sample {i}");
+    }
+    // The 7 flagged are the 7 lowest reference scores.
+    let flagged = read_f64(out.join("flagged.npy")).unwrap().0;
+    let mut order: Vec<usize> = (0..300).collect();
+    order.sort_by(|&a, &b| want[a].total_cmp(&want[b]));
+    assert_eq!(flagged.iter().map(|&v| v as usize).collect::<Vec<_>>(), order[..7].to_vec());
+    // Dataset SMI = mean of scikit-learn's per-slice MI.
+    let ksg = read_f64(fixture("fixed_ksg")).unwrap().0;
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("smi.json")).unwrap()).unwrap();
+    let mean = json["ksg"]["per_slice"]["mean"].as_f64().unwrap();
+    assert!((mean - ksg.iter().sum::<f64>() / ksg.len() as f64).abs() < 1e-6);
+    assert_eq!(json["slices"], 64);
+    let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 301);
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn screen_seeded_default_rule_flags_nonpositive_scores() {
+    let out = tmp("seeded");
+    let o = screen(&[
+        "--features", fixture("fixed_x").to_str().unwrap(),
+        "--labels", fixture("fixed_y").to_str().unwrap(),
+        "--slices", "100", "--seed", "3", "--ddof", "1",
+        "--out", out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (scores, _) = read_f64(out.join("scores.npy")).unwrap();
+    let flagged: Vec<usize> = read_f64(out.join("flagged.npy")).unwrap().0.iter().map(|&v| v as usize).collect();
+    let expect: usize = (0..300).filter(|&i| scores[i * 4] <= 0.0).count();
+    assert_eq!(flagged.len(), expect);
+    assert!(flagged.iter().all(|&i| scores[i * 4] <= 0.0));
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn screen_bad_inputs_are_clear_errors() {
+    let dir = tmp("bad");
+    let x = dir.join("x.npy");
+    write_f64(&x, &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, f64::NAN], &[4, 2]).unwrap();
+    let y3 = dir.join("y3.npy");
+    write_i64(&y3, &[0, 0, 1], &[3]).unwrap();
+    let y4 = dir.join("y4.npy");
+    write_i64(&y4, &[0, 0, 1, 1], &[4]).unwrap();
+    let run = |y: &Path| {
+        let o = screen(&["--features", x.to_str().unwrap(), "--labels", y.to_str().unwrap(), "--out", dir.join("o").to_str().unwrap()]);
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(run(&y3).contains("4 feature rows but 3 labels"));
+    assert!(run(&y4).contains("NaN or infinite"));
+    std::fs::remove_dir_all(&dir).ok();
+}
