@@ -129,6 +129,43 @@ fn order_key(v: f64) -> u64 {
     }
 }
 
+/// Sort (key, index) pairs by key, ties by index: an LSD radix sort with 11-bit digits that skips
+/// digits on which all keys agree (stable, and the input is in index order). Small inputs use the
+/// comparison sort.
+fn sort_pairs(items: &mut Vec<(u64, u32)>) {
+    const BITS: u32 = 11;
+    const MASK: u64 = (1 << BITS) - 1;
+    if items.len() < 512 {
+        items.sort_unstable();
+        return;
+    }
+    let first = items[0].0;
+    let differing = items.iter().fold(0u64, |m, &(k, _)| m | (k ^ first));
+    let mut scratch = vec![(0u64, 0u32); items.len()];
+    let mut counts = vec![0usize; 1 << BITS];
+    for shift in (0..64).step_by(BITS as usize) {
+        if (differing >> shift) & MASK == 0 {
+            continue;
+        }
+        counts.fill(0);
+        for &(k, _) in items.iter() {
+            counts[((k >> shift) & MASK) as usize] += 1;
+        }
+        let mut offset = 0;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = offset;
+            offset += n;
+        }
+        for &item in items.iter() {
+            let bucket = ((item.0 >> shift) & MASK) as usize;
+            scratch[counts[bucket]] = item;
+            counts[bucket] += 1;
+        }
+        std::mem::swap(items, &mut scratch);
+    }
+}
+
 /// Largest c ≤ len with pred(1), …, pred(c) all true, for pred true-then-false: galloping, so the
 /// cost is O(log c), and c (the ball count) is small next to n.
 #[inline]
@@ -164,7 +201,7 @@ pub fn ksg_mi_1d(x: &[f64], classes: &Classes, k: usize, brute_quirk: bool) -> f
     if kept == 0 {
         return 0.0;
     }
-    order.sort_unstable();
+    sort_pairs(&mut order);
     let global: Vec<f64> = order.iter().map(|&(_, i)| x[i as usize]).collect();
     // Class segments of the class-sorted array.
     let mut start = vec![0usize; counts.len() + 1];
@@ -250,4 +287,40 @@ pub fn ksg_mi_columns<T: ProjElem>(p: &[T], n: usize, width: usize, classes: &Cl
 pub fn ksg_mi_matrix<T: ProjElem>(p: &[T], n: usize, slices: usize, classes: &Classes, opts: &KsgOptions) -> Result<Vec<f64>> {
     let jitter = opts.sklearn_exact.then(|| Jitter::new(n, slices));
     ksg_mi_columns(p, n, slices, classes, opts, jitter.as_ref(), 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn radix_sort_equals_comparison_sort() {
+        let mut rng = crate::rng::Stream::new(5, crate::rng::purpose::MISC, 0);
+        for n in [3usize, 511, 512, 5000] {
+            // Normals, exact duplicates, ±0 and a constant high part (skipped digits).
+            let vals: Vec<f64> = (0..n)
+                .map(|i| match i % 7 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => 1.5,
+                    _ => rng.normal() * 10f64.powi((i % 5) as i32 - 2),
+                })
+                .collect();
+            let mut a: Vec<(u64, u32)> = vals.iter().enumerate().map(|(i, &v)| (order_key(v), i as u32)).collect();
+            let mut b = a.clone();
+            sort_pairs(&mut a);
+            b.sort_unstable();
+            assert_eq!(a, b, "n = {n}");
+            assert!(a.windows(2).all(|w| vals[w[0].1 as usize] <= vals[w[1].1 as usize]));
+        }
+    }
+
+    #[test]
+    fn gallop_counts_leading_trues() {
+        for len in 0..40 {
+            for c in 0..=len {
+                assert_eq!(gallop(len, |o| o <= c), c);
+            }
+        }
+    }
 }
