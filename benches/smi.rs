@@ -8,7 +8,8 @@
 use memsieve::rng::{purpose, Stream};
 use memsieve::smi::ksg::ksg_mi_matrix;
 use memsieve::smi::project::project;
-use memsieve::smi::{psmi, Classes, Directions, KsgOptions, PsmiOptions};
+use memsieve::smi::project_bf16::{self, pack_directions, project_bf16_into, Bf16Matrix};
+use memsieve::smi::{psmi, psmi_of, Classes, Directions, KsgOptions, PsmiOptions, PsmiScores};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -61,19 +62,67 @@ fn main() {
         black_box(project(&x, n, d, &thetas, k).unwrap());
     });
     line("projection_f32", gemm);
+    let xb = Bf16Matrix::from_f32(&x, n, d).unwrap();
+    let gemm_bf16 = time(reps, || {
+        let packed = pack_directions(&thetas, k, d).unwrap();
+        let mut p = vec![0f32; n * k];
+        project_bf16_into(&xb, &packed, k, &mut p, k, 0).unwrap();
+        black_box(p);
+    });
+    line(if project_bf16::native() { "projection_bf16_avx512" } else { "projection_bf16_portable" }, gemm_bf16);
+    let mut s32 = None;
     let psmi32 = time(reps, || {
-        black_box(psmi(&x, n, d, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap());
+        s32 = Some(psmi(&x, n, d, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap());
     });
     line("psmi_f32", psmi32);
+    let mut sb = None;
+    let psmib = time(reps, || {
+        // End to end from f32 features: the bf16 rounding of X is part of the cost.
+        let xb = Bf16Matrix::from_f32(&x, n, d).unwrap();
+        sb = Some(psmi_of(&xb, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap());
+    });
+    line("psmi_bf16", psmib);
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let psmi64 = time(reps, || {
         black_box(psmi(&x64, n, d, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap());
     });
     line("psmi_f64", psmi64);
+    let s64 = psmi(&x64, n, d, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap();
+    let (s32, sb) = (s32.unwrap(), sb.unwrap());
+    score_effect("f32", &s32, &s64);
+    score_effect("bf16", &sb, &s64);
     let p = project(&x, n, d, &thetas, k).unwrap();
     let ksg = time(reps, || {
         black_box(ksg_mi_matrix(&p, n, k, &classes, &KsgOptions::default()).unwrap());
     });
     line("ksg_all_slices", ksg);
+    eprintln!("psmi_bf16 / projection_f32 = {:.2}, psmi_bf16 / psmi_f32 = {:.2}", psmib / gemm, psmib / psmi32);
     eprintln!("psmi_f32 / projection_f32 = {:.2}; ksg per slice {:.3} ms", psmi32 / gemm, ksg / k as f64 * 1e3);
+}
+
+/// How far a precision's scores are from the f64 reference: mean PSMI error, the flagged set of the
+/// default rule (PSMI ≤ 0) and the lowest 1% (the samples a screen reports).
+fn score_effect(name: &str, s: &PsmiScores, reference: &PsmiScores) {
+    let n = s.mean.len();
+    let diff: Vec<f64> = s.mean.iter().zip(&reference.mean).map(|(a, b)| (a - b).abs()).collect();
+    let max = diff.iter().cloned().fold(0.0, f64::max);
+    let mean_abs = diff.iter().sum::<f64>() / n as f64;
+    let spread = memsieve::smi::stats::mean_std(&reference.mean).1;
+    let flag = |m: &[f64]| m.iter().map(|&v| v <= 0.0).collect::<Vec<bool>>();
+    let (fa, fb) = (flag(&s.mean), flag(&reference.mean));
+    let flips = fa.iter().zip(&fb).filter(|(a, b)| a != b).count();
+    let lowest = |m: &[f64]| {
+        let mut o: Vec<usize> = (0..n).collect();
+        o.sort_by(|&i, &j| m[i].total_cmp(&m[j]));
+        o.truncate((n / 100).max(1));
+        o.sort_unstable();
+        o
+    };
+    let (la, lb) = (lowest(&s.mean), lowest(&reference.mean));
+    let common = la.iter().filter(|i| lb.binary_search(i).is_ok()).count();
+    println!(
+        "{{\"impl\":\"memsieve-cpu\",\"workload\":\"score_effect_{name}_vs_f64\",\"max_abs_mean_psmi\":{max:.3e},\"mean_abs_mean_psmi\":{mean_abs:.3e},\"psmi_spread_std\":{spread:.3e},\"flag_flips\":{flips},\"flagged_f64\":{},\"lowest1pct_overlap\":{common},\"lowest1pct\":{}}}",
+        fb.iter().filter(|&&v| v).count(),
+        lb.len()
+    );
 }

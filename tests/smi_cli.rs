@@ -91,3 +91,55 @@ fn screen_bad_inputs_are_clear_errors() {
     assert!(run(&y4).contains("NaN or infinite"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Features from safetensors (F32 and BF16, labels in the same file) and the bf16 projection:
+/// a BF16 file and the F32 file rounded by `--precision bf16` give identical scores, close to f64's.
+#[test]
+fn screen_safetensors_inputs_and_bf16_projection() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let dir = tmp("st");
+    let (x, shape) = read_f64(fixture("fixed_x")).unwrap();
+    let y = read_f64(fixture("fixed_y")).unwrap().0;
+    let labels: Vec<u8> = y.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect();
+    let f32_bytes: Vec<u8> = x.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect();
+    let bf16_bytes: Vec<u8> = x.iter().flat_map(|&v| half::bf16::from_f32(v as f32).to_le_bytes()).collect();
+    let write = |name: &str, dtype: Dtype, bytes: &[u8]| {
+        let path = dir.join(name);
+        let tensors = [("features", TensorView::new(dtype, shape.clone(), bytes).unwrap()), ("labels", TensorView::new(Dtype::I64, vec![y.len()], &labels).unwrap())];
+        std::fs::write(&path, safetensors::serialize(tensors, None).unwrap()).unwrap();
+        path
+    };
+    let (f32_file, bf16_file) = (write("x32.safetensors", Dtype::F32, &f32_bytes), write("x16.safetensors", Dtype::BF16, &bf16_bytes));
+    let run = |file: &Path, precision: &str, out: &str| {
+        let out = dir.join(out);
+        let o = screen(&[
+            "--features", file.to_str().unwrap(),
+            "--labels", file.to_str().unwrap(),
+            "--directions", fixture("fixed_dirs").to_str().unwrap(),
+            "--precision", precision,
+            "--out", out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read_f64(out.join("scores.npy")).unwrap().0
+    };
+    let from_bf16_file = run(&bf16_file, "bf16", "a");
+    let rounded_from_f32 = run(&f32_file, "bf16", "b");
+    assert_eq!(from_bf16_file, rounded_from_f32, "bf16 input is taken as is; f32 input rounds to the same values");
+    let want = read_f64(fixture("fixed_mean")).unwrap().0;
+    let f32_scores = run(&f32_file, "f32", "c");
+    let (mut worst32, mut worst16) = (0f64, 0f64);
+    for i in 0..300 {
+        worst32 = worst32.max((f32_scores[i * 4] - want[i]).abs());
+        worst16 = worst16.max((from_bf16_file[i * 4] - want[i]).abs());
+    }
+    eprintln!("max |mean PSMI − psmi f64|: f32 projection {worst32:.2e}, bf16 projection {worst16:.2e}");
+    assert!(worst32 < 1e-5, "f32: {worst32}");
+    assert!(worst16 < 5e-3 && worst16 > worst32, "bf16: {worst16}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("a/smi.json")).unwrap()).unwrap();
+    assert_eq!(json["features_dtype"], "bf16");
+    assert_eq!(json["precision"], "bf16");
+    // A name that is not in the file.
+    let o = screen(&["--features", f32_file.to_str().unwrap(), "--features-tensor", "hidden", "--labels", f32_file.to_str().unwrap(), "--out", dir.join("d").to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no tensor named \"hidden\""));
+    std::fs::remove_dir_all(&dir).ok();
+}

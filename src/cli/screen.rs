@@ -3,28 +3,27 @@
 //! smi.json into --out, and prints a summary table.
 
 use crate::error::{Error, Result};
+use crate::smi::input::{self, Precision};
 use crate::smi::{self, npy, AutoOptions, Classes, Ddof, Directions, KsgOptions, PsmiOptions, PsmiScores, Summary};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-pub enum Precision {
-    /// f32 projection GEMM (as the LLM reference code; statistics and scores stay f64).
-    F32,
-    /// f64 projection (as the `psmi` package).
-    F64,
-}
-
 #[derive(Args)]
 pub struct ScreenArgs {
-    /// Features: n × d .npy (f32, f64 or f16).
+    /// Features: n × d, .npy (f16, f32, f64) or .safetensors (F16, BF16, F32, F64).
     #[arg(long)]
     pub features: PathBuf,
-    /// Labels: n integer labels .npy (the labels the model was trained on, noise included).
+    /// The features' tensor in a .safetensors file (default: its only tensor, or `features`).
+    #[arg(long)]
+    pub features_tensor: Option<String>,
+    /// Labels: n integers, .npy or .safetensors (the labels the model was trained on, noise included).
     #[arg(long)]
     pub labels: PathBuf,
+    /// The labels' tensor in a .safetensors file (default: its only tensor, or `labels`).
+    #[arg(long)]
+    pub labels_tensor: Option<String>,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -49,6 +48,7 @@ pub struct ScreenArgs {
     /// Use these directions (K × d .npy, normalised per row) instead of seeded ones.
     #[arg(long)]
     pub directions: Option<PathBuf>,
+    /// Projection precision: f32 (default), f64 (as `psmi`), bf16 (AVX-512 BF16 dot products, f32 sums).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Slices per projection block (memory: n × block values).
@@ -81,6 +81,8 @@ struct ClassCount {
 struct SmiReport {
     samples: usize,
     dim: usize,
+    /// Stored precision of the features file.
+    features_dtype: &'static str,
     classes: Vec<ClassCount>,
     slices: usize,
     auto_converged: Option<bool>,
@@ -120,8 +122,8 @@ pub fn run(threads: usize, a: ScreenArgs) -> Result<()> {
 fn screen(a: ScreenArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let ddof = Ddof::from_u8(a.ddof)?;
-    let x = npy::read_features(&a.features)?;
-    let labels = npy::read_labels(&a.labels)?;
+    let x = input::read_features(&a.features, a.features_tensor.as_deref())?;
+    let labels = input::read_labels(&a.labels, a.labels_tensor.as_deref())?;
     smi::check_counts(x.rows, labels.len())?;
     let classes = Classes::new(&labels)?;
     let (dirs, source) = match &a.directions {
@@ -148,18 +150,13 @@ fn screen(a: ScreenArgs) -> Result<()> {
     let auto = AutoOptions::default();
     let bar = crate::train::progress_bar(if a.auto { (auto.block * auto.max_blocks) as u64 } else { slices as u64 }, "slices");
     let progress = |done: usize, _total: usize| bar.set_position(done as u64);
-    let scores: PsmiScores = match (a.precision, a.auto) {
-        (Precision::F32, false) => smi::psmi(&x.data, x.rows, x.cols, &classes, &dirs, slices, &opts, &progress)?,
-        (Precision::F32, true) => smi::psmi_auto(&x.data, x.rows, x.cols, &classes, &dirs, &opts, &auto, &progress)?,
-        (Precision::F64, auto_mode) => {
-            let x64: Vec<f64> = x.data.iter().map(|&v| v as f64).collect();
-            if auto_mode {
-                smi::psmi_auto(&x64, x.rows, x.cols, &classes, &dirs, &opts, &auto, &progress)?
-            } else {
-                smi::psmi(&x64, x.rows, x.cols, &classes, &dirs, slices, &opts, &progress)?
-            }
+    let scores: PsmiScores = x.with_projection(a.precision, |xp| {
+        if a.auto {
+            xp.psmi_auto(&classes, &dirs, &opts, &auto, &progress)
+        } else {
+            xp.psmi(&classes, &dirs, slices, &opts, &progress)
         }
-    };
+    })??;
     bar.finish_and_clear();
 
     let flagged = flag(&scores.mean, &rule);
@@ -172,6 +169,7 @@ fn screen(a: ScreenArgs) -> Result<()> {
     let report = SmiReport {
         samples: x.rows,
         dim: x.cols,
+        features_dtype: x.dtype(),
         classes: classes.values.iter().zip(&classes.counts).map(|(&label, &count)| ClassCount { label, count }).collect(),
         slices: scores.slices,
         auto_converged: a.auto.then_some(scores.converged),

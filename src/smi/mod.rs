@@ -7,16 +7,19 @@
 //! one to one. This is the cpu implementation (rayon).
 
 pub mod directions;
+pub mod input;
 pub mod ksg;
 pub mod mt19937;
 pub mod npy;
 pub mod project;
+pub mod project_bf16;
 pub mod psmi;
 pub mod stats;
+pub mod vmath;
 
 pub use directions::Directions;
 pub use ksg::{ksg_mi_columns, KsgOptions};
-pub use psmi::{psmi, psmi_auto, AutoOptions, Ddof, PsmiOptions, PsmiScores};
+pub use psmi::{psmi, psmi_auto, psmi_auto_of, psmi_of, AutoOptions, Ddof, PsmiOptions, PsmiScores};
 pub use stats::{quantile_linear, Summary};
 
 use crate::error::{Error, Result};

@@ -64,19 +64,38 @@ fn fortran_to_c<T: Copy>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
     out
 }
 
-/// A 2-D feature matrix as f32 (f64 and f16 inputs are converted).
-pub fn read_features(path: impl AsRef<Path>) -> Result<Matrix<f32>> {
+/// A 2-D float matrix (f16/f32/f64) in its stored precision.
+pub fn read_features_native(path: impl AsRef<Path>) -> Result<super::input::Features> {
+    use super::input::{FeatureData, Features};
     let path = path.as_ref();
     let npy = open(path)?;
     let code = type_code(&npy, path)?;
-    if !code.starts_with('f') {
-        return Err(Error::Input(format!("{}: features must be floating point, not {code}", path.display())));
-    }
-    let (values, shape) = read_f64(path)?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&s| s as usize).collect();
     if shape.len() != 2 {
         return Err(Error::Input(format!("{}: features must be a 2-D (n × d) array, not shape {shape:?}", path.display())));
     }
-    Ok(Matrix { rows: shape[0], cols: shape[1], data: values.into_iter().map(|v| v as f32).collect() })
+    let (rows, cols) = (shape[0], shape[1]);
+    let fortran = npy.order() == npyz::Order::Fortran;
+    fn c_order<T: Copy>(v: Vec<T>, fortran: bool, rows: usize, cols: usize) -> Vec<T> {
+        if fortran {
+            fortran_to_c(&v, rows, cols)
+        } else {
+            v
+        }
+    }
+    let data = match code.as_str() {
+        "f8" => FeatureData::F64(c_order(npy.into_vec::<f64>().map_err(|e| bad_read(path, e))?, fortran, rows, cols)),
+        "f4" => FeatureData::F32(c_order(npy.into_vec::<f32>().map_err(|e| bad_read(path, e))?, fortran, rows, cols)),
+        "f2" => FeatureData::F16(c_order(npy.into_vec::<half::f16>().map_err(|e| bad_read(path, e))?, fortran, rows, cols)),
+        other => return Err(Error::Input(format!("{}: features must be floating point (f2, f4, f8), not {other}", path.display()))),
+    };
+    Ok(Features { rows, cols, data })
+}
+
+/// A 2-D feature matrix as f32 (f64 inputs round, f16 converts exactly).
+pub fn read_features(path: impl AsRef<Path>) -> Result<Matrix<f32>> {
+    let f = read_features_native(path)?;
+    Ok(Matrix { rows: f.rows, cols: f.cols, data: f.to_f32() })
 }
 
 /// Integer labels, shape (n,) or (n, 1). Float labels are accepted when every value is integral.

@@ -11,6 +11,8 @@ pub trait ProjElem: Copy + Send + Sync + Default + 'static {
     const ONE: Self;
     fn from_f32(v: f32) -> Self;
     fn to_f64(self) -> f64;
+    /// Order-preserving integer key (the KSG radix sort): f32 keys use the low 32 bits only.
+    fn order_key(self) -> u64;
 }
 
 impl ProjElem for f32 {
@@ -21,6 +23,10 @@ impl ProjElem for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    fn order_key(self) -> u64 {
+        let b = self.to_bits();
+        (if b >> 31 == 1 { !b } else { b | (1 << 31) }) as u64
+    }
 }
 
 impl ProjElem for f64 {
@@ -30,6 +36,9 @@ impl ProjElem for f64 {
     }
     fn to_f64(self) -> f64 {
         self
+    }
+    fn order_key(self) -> u64 {
+        super::ksg::order_key(self)
     }
 }
 
@@ -100,6 +109,62 @@ pub fn project<T: ProjElem>(x: &[T], n: usize, d: usize, thetas: &[T], kb: usize
     let mut p = vec![T::default(); n * kb];
     project_into(x, n, d, thetas, kb, &mut p, kb, 0)?;
     Ok(p)
+}
+
+/// Features in the precision the projection runs in: dense f32/f64 rows, or bf16 pairs
+/// ([`super::project_bf16::Bf16Matrix`], f32 output). PSMI and KSG run on whatever it returns.
+pub trait Project: Sync {
+    type Out: ProjElem;
+    /// (samples, dimension)
+    fn shape(&self) -> (usize, usize);
+    /// Every value must be finite (one NaN would poison its class's statistics).
+    fn check(&self) -> Result<()>;
+    /// P = X·Θᵀ for a block of `kb` directions (kb × d, f32).
+    fn project_block(&self, thetas: &[f32], kb: usize) -> Result<Vec<Self::Out>>;
+}
+
+/// A row-major n × d matrix projected in its own precision.
+pub struct Dense<'a, T> {
+    pub x: &'a [T],
+    pub n: usize,
+    pub d: usize,
+}
+
+impl<T: ProjElem> Project for Dense<'_, T> {
+    type Out = T;
+    fn shape(&self) -> (usize, usize) {
+        (self.n, self.d)
+    }
+    fn check(&self) -> Result<()> {
+        super::check_features(self.x, self.n, self.d)
+    }
+    fn project_block(&self, thetas: &[f32], kb: usize) -> Result<Vec<T>> {
+        let th: Vec<T> = thetas.iter().map(|&v| T::from_f32(v)).collect();
+        project(self.x, self.n, self.d, &th, kb)
+    }
+}
+
+impl Project for super::project_bf16::Bf16Matrix {
+    type Out = f32;
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+    fn check(&self) -> Result<()> {
+        if self.rows == 0 || self.cols == 0 {
+            return Err(Error::Input(format!("empty feature matrix ({} × {})", self.rows, self.cols)));
+        }
+        // f32 values past bf16's range round to inf; NaN stays NaN.
+        match self.first_non_finite() {
+            Some((i, k)) => Err(Error::Input(format!("feature [{i}, {k}] is NaN or infinite in bf16"))),
+            None => Ok(()),
+        }
+    }
+    fn project_block(&self, thetas: &[f32], kb: usize) -> Result<Vec<f32>> {
+        let packed = super::project_bf16::pack_directions(thetas, kb, self.cols)?;
+        let mut p = vec![0f32; self.rows * kb];
+        super::project_bf16::project_bf16_into(self, &packed, kb, &mut p, kb, 0)?;
+        Ok(p)
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@
 
 use super::directions::Directions;
 use super::ksg::{ksg_mi_columns, Jitter, KsgOptions};
-use super::project::{project, ProjElem};
+use super::project::{Dense, ProjElem, Project};
 use super::stats::{mean_std, quantile_linear};
-use super::{check_counts, check_features, Classes};
+use super::{check_counts, Classes};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
@@ -194,25 +194,78 @@ pub fn pmi_one(p: f64, y: usize, mu: &[f64], inv_sigma: &[f64], log_weight: &[f6
     (terms[y] - log_prior_y) - (max + sum.ln())
 }
 
+/// Slices scored together: one vector of f64 lanes per class term.
+const LANES: usize = 8;
+
 /// Score an n × kb projection block into pmi values (f32, same layout). Degenerate slices get NaN.
+/// Same expression as [`pmi_one`], evaluated [`LANES`] slices at a time from a class-major copy of
+/// the model with the vectorizable exp/ln of [`super::vmath`].
 pub fn score_block<T: ProjElem>(p: &[T], kb: usize, classes: &Classes, model: &SliceModel) -> Vec<f32> {
     let cs = classes.len();
+    // [c][j], each class's row padded to whole lane groups (padding: μ 0, 1/σ 0, weight 0).
+    let groups = kb.div_ceil(LANES);
+    let width = groups * LANES;
+    let (mut mu, mut inv, mut lw) = (vec![0f64; cs * width], vec![0f64; cs * width], vec![0f64; cs * width]);
+    for j in 0..kb {
+        for c in 0..cs {
+            mu[c * width + j] = model.mu[j * cs + c];
+            inv[c * width + j] = model.inv_sigma[j * cs + c];
+            lw[c * width + j] = model.log_weight[j * cs + c];
+        }
+    }
     let mut out = vec![0f32; p.len()];
-    out.par_chunks_mut(kb).zip(p.par_chunks(kb)).zip(classes.of_sample.par_iter()).for_each_init(
-        || vec![0f64; cs],
-        |terms, ((o, row), &y)| {
-            let y = y as usize;
-            for j in 0..kb {
-                o[j] = if model.degenerate[j] {
-                    f32::NAN
-                } else {
-                    let at = j * cs;
-                    pmi_one(row[j].to_f64(), y, &model.mu[at..at + cs], &model.inv_sigma[at..at + cs], &model.log_weight[at..at + cs], model.log_prior[y], terms) as f32
-                };
+    out.par_chunks_mut(kb).zip(p.par_chunks(kb)).zip(classes.of_sample.par_iter()).for_each(|((o, row), &y)| {
+        let y = y as usize;
+        for g in 0..groups {
+            let j0 = g * LANES;
+            let lanes = LANES.min(kb - j0);
+            let mut x = [0f64; LANES];
+            for (xv, v) in x.iter_mut().zip(&row[j0..j0 + lanes]) {
+                *xv = v.to_f64();
             }
-        },
-    );
+            let pmi = score_group(&x, y, cs, width, j0, &mu, &inv, &lw, model.log_prior[y]);
+            for l in 0..lanes {
+                o[j0 + l] = if model.degenerate[j0 + l] { f32::NAN } else { pmi[l] as f32 };
+            }
+        }
+    });
     out
+}
+
+/// pmi of one sample (class y) on LANES slices from j0: ℓ_y − LSE_c(ln π_c + ℓ_c), the class
+/// terms recomputed per pass (3 flops) rather than stored. Model arrays are class-major, rows `width`.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn score_group(x: &[f64; LANES], y: usize, cs: usize, width: usize, j0: usize, mu: &[f64], inv: &[f64], lw: &[f64], log_prior_y: f64) -> [f64; LANES] {
+    let at = |c: usize| c * width + j0;
+    let mut max = [f64::NEG_INFINITY; LANES];
+    for c in 0..cs {
+        let t = class_terms(x, &mu[at(c)..], &inv[at(c)..], &lw[at(c)..]);
+        for l in 0..LANES {
+            max[l] = max[l].max(t[l]);
+        }
+    }
+    let mut sum = [0f64; LANES];
+    for c in 0..cs {
+        let t = class_terms(x, &mu[at(c)..], &inv[at(c)..], &lw[at(c)..]);
+        for l in 0..LANES {
+            sum[l] += super::vmath::exp_nonpos(t[l] - max[l]);
+        }
+    }
+    let ty = class_terms(x, &mu[at(y)..], &inv[at(y)..], &lw[at(y)..]);
+    std::array::from_fn(|l| (ty[l] - log_prior_y) - (max[l] + super::vmath::ln_ge1(sum[l])))
+}
+
+/// term_c = −½((x−μ_c)/σ_c)² + ln π_c − ln σ_c on LANES slices (the class's model rows from j0).
+#[inline(always)]
+fn class_terms(x: &[f64; LANES], mu: &[f64], inv_sigma: &[f64], log_weight: &[f64]) -> [f64; LANES] {
+    let (mu, inv_sigma, log_weight) = (&mu[..LANES], &inv_sigma[..LANES], &log_weight[..LANES]);
+    let mut t = [0f64; LANES];
+    for l in 0..LANES {
+        let z = (x[l] - mu[l]) * inv_sigma[l];
+        t[l] = -0.5 * z * z + log_weight[l];
+    }
+    t
 }
 
 /// Options of a PSMI run.
@@ -289,11 +342,10 @@ impl PsmiScores {
 }
 
 /// Directions, projection, statistics, optional KSG and scoring of slices [j0, j1).
-#[allow(clippy::too_many_arguments)]
-fn run_block<T: ProjElem>(x: &[T], n: usize, d: usize, classes: &Classes, dirs: &Directions, j0: usize, j1: usize, opts: &PsmiOptions, jitter: Option<&Jitter>) -> Result<Block> {
+fn run_block<X: Project>(x: &X, classes: &Classes, dirs: &Directions, j0: usize, j1: usize, opts: &PsmiOptions, jitter: Option<&Jitter>) -> Result<Block> {
+    let (n, _) = x.shape();
     let width = j1 - j0;
-    let thetas: Vec<T> = dirs.block(j0, j1)?.into_iter().map(T::from_f32).collect();
-    let p = project(x, n, d, &thetas, width)?;
+    let p = x.project_block(&dirs.block(j0, j1)?, width)?;
     let stats = ClassSliceStats::of_block(&p, width, classes);
     let model = stats.model(opts.ddof);
     let ksg_mi = match &opts.ksg {
@@ -304,9 +356,10 @@ fn run_block<T: ProjElem>(x: &[T], n: usize, d: usize, classes: &Classes, dirs: 
     Ok(Block { pmi, width, degenerate: model.degenerate, ksg_mi })
 }
 
-fn check_inputs<T: ProjElem>(x: &[T], n: usize, d: usize, classes: &Classes, dirs: &Directions) -> Result<()> {
+fn check_inputs<X: Project>(x: &X, classes: &Classes, dirs: &Directions) -> Result<()> {
+    let (n, d) = x.shape();
     check_counts(n, classes.samples())?;
-    check_features(x, n, d)?;
+    x.check()?;
     classes.require_two_per_class()?;
     if dirs.dim() != d {
         return Err(Error::Input(format!("directions have dimension {}, features {d}", dirs.dim())));
@@ -352,7 +405,13 @@ fn aggregate(n: usize, blocks: Vec<Block>, converged: bool) -> Result<PsmiScores
 /// `progress(done, total)` is called after each slice block.
 #[allow(clippy::too_many_arguments)]
 pub fn psmi<T: ProjElem>(x: &[T], n: usize, d: usize, classes: &Classes, dirs: &Directions, slices: usize, opts: &PsmiOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<PsmiScores> {
-    check_inputs(x, n, d, classes, dirs)?;
+    psmi_of(&Dense { x, n, d }, classes, dirs, slices, opts, progress)
+}
+
+/// [`psmi`] on features of any projection precision (dense f32/f64, or bf16).
+pub fn psmi_of<X: Project>(x: &X, classes: &Classes, dirs: &Directions, slices: usize, opts: &PsmiOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<PsmiScores> {
+    check_inputs(x, classes, dirs)?;
+    let (n, _) = x.shape();
     if slices == 0 {
         return Err(Error::Input("need at least one slice".into()));
     }
@@ -369,7 +428,7 @@ pub fn psmi<T: ProjElem>(x: &[T], n: usize, d: usize, classes: &Classes, dirs: &
     let mut blocks = Vec::new();
     for j0 in (0..slices).step_by(block) {
         let j1 = (j0 + block).min(slices);
-        blocks.push(run_block(x, n, d, classes, dirs, j0, j1, opts, jitter.as_ref())?);
+        blocks.push(run_block(x, classes, dirs, j0, j1, opts, jitter.as_ref())?);
         progress(j1, slices);
     }
     aggregate(n, blocks, true)
@@ -426,7 +485,13 @@ pub fn auto_criterion(block_means: &[Vec<f64>], n: usize, a: &AutoOptions) -> Op
 /// (or `max_blocks` is reached: `converged` false). Final scores use every direction drawn.
 #[allow(clippy::too_many_arguments)]
 pub fn psmi_auto<T: ProjElem>(x: &[T], n: usize, d: usize, classes: &Classes, dirs: &Directions, opts: &PsmiOptions, auto: &AutoOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<PsmiScores> {
-    check_inputs(x, n, d, classes, dirs)?;
+    psmi_auto_of(&Dense { x, n, d }, classes, dirs, opts, auto, progress)
+}
+
+/// [`psmi_auto`] on features of any projection precision.
+pub fn psmi_auto_of<X: Project>(x: &X, classes: &Classes, dirs: &Directions, opts: &PsmiOptions, auto: &AutoOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<PsmiScores> {
+    check_inputs(x, classes, dirs)?;
+    let (n, _) = x.shape();
     if auto.block == 0 || auto.max_blocks == 0 {
         return Err(Error::Input("auto mode needs a positive block size and block cap".into()));
     }
@@ -441,7 +506,7 @@ pub fn psmi_auto<T: ProjElem>(x: &[T], n: usize, d: usize, classes: &Classes, di
         if dirs.available().is_some_and(|avail| avail < j0 + auto.block) {
             return Err(Error::Input(format!("auto mode ran out of supplied directions after {j0}")));
         }
-        let b = run_block(x, n, d, classes, dirs, j0, j0 + auto.block, opts, None)?;
+        let b = run_block(x, classes, dirs, j0, j0 + auto.block, opts, None)?;
         means.push(block_row_means(&b, n));
         blocks.push(b);
         progress(blocks.len() * auto.block, auto.max_blocks * auto.block);
