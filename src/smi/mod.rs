@@ -10,8 +10,10 @@ pub mod directions;
 pub mod ksg;
 pub mod mt19937;
 pub mod npy;
+pub mod pipeline;
 pub mod project;
 pub mod psmi;
+pub mod shard;
 pub mod stats;
 
 pub use directions::Directions;
