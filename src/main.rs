@@ -34,6 +34,7 @@ enum Command {
     /// Write a TinyMem dataset (JSONL token rows plus its description).
     Data(cli::data::DataArgs),
     /// Screen a labelled feature matrix for memorization: per-sample PSMI and dataset SMI.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Screen(cli::screen::ScreenCommand),
     /// Backends found on this machine.
     Info,

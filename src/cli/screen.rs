@@ -73,14 +73,14 @@ pub struct ScreenArgs {
     pub shard: Option<(usize, usize)>,
 }
 
-/// `memsieve screen [merge]`.
+/// `memsieve screen [merge]` (main.rs lets the subcommand replace the flags).
 #[derive(Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ScreenCommand {
     #[command(subcommand)]
     pub sub: Option<ScreenSub>,
+    /// Absent only when a subcommand is given.
     #[command(flatten)]
-    pub args: ScreenArgs,
+    pub args: Option<ScreenArgs>,
 }
 
 #[derive(Subcommand)]
@@ -183,7 +183,7 @@ pub fn run(ctx: &super::Context, cmd: ScreenCommand) -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(ctx.threads).build().map_err(|e| Error::Backend(format!("thread pool: {e}")))?;
     pool.install(|| match cmd.sub {
         Some(ScreenSub::Merge(m)) => screen(ctx, m.args, Some(m.shards)),
-        None => screen(ctx, cmd.args, None),
+        None => screen(ctx, cmd.args.ok_or_else(|| Error::Input("memsieve screen needs --features, --labels and --out".into()))?, None),
     })
 }
 

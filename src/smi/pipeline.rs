@@ -396,7 +396,7 @@ pub fn shard_stats<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directio
     }
     let plan = prepare(dev, inp, dirs, slices, &PipelineOptions { ksg: None, ..opts.clone() })?;
     let parts = PartStats::shard_parts(inp.n, shard, of);
-    if parts.is_empty() {
+    if of > inp.n.div_ceil(STATS_ROWS) {
         return Err(Error::Input(format!(
             "--shard {shard}/{of}: {} samples make only {} parts of {STATS_ROWS}; use at most that many shards",
             inp.n,
