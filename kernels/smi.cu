@@ -143,7 +143,7 @@ __device__ __forceinline__ float smi_unkey(unsigned key) {
 
 // Key of the value of 0-based rank `rank` among the row's kept values: radix select, 8 bits a pass
 // from the top, each pass a shared-memory histogram of the values that agree on the digits so far.
-__device__ unsigned smi_select(const float* v, const unsigned* excluded, int k, unsigned rank, unsigned* hist, unsigned* state) {
+__device__ __forceinline__ unsigned smi_select(const float* v, const unsigned* excluded, int k, unsigned rank, unsigned* hist, unsigned* state) {
     unsigned prefix = 0, mask = 0;
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int b = threadIdx.x; b < 256; b += SMI_THREADS) hist[b] = 0;
@@ -170,7 +170,7 @@ __device__ unsigned smi_select(const float* v, const unsigned* excluded, int k, 
 }
 
 // numpy's linear quantile q of the row's `kept` values (stats::quantile_linear, same f64 steps).
-__device__ double smi_quantile(const float* v, const unsigned* excluded, int k, double kept, double q, unsigned* hist,
+__device__ __forceinline__ double smi_quantile(const float* v, const unsigned* excluded, int k, double kept, double q, unsigned* hist,
                                unsigned* state, double* red) {
     double vi = __dsub_rn(__dadd_rn(__dmul_rn(kept, q), __dadd_rn(1.0, __dmul_rn(q, -1.0))), 1.0);
     double fl = floor(vi);
@@ -202,8 +202,8 @@ __device__ double smi_quantile(const float* v, const unsigned* excluded, int k, 
 }
 
 // out[row] = (mean, std (ddof 0), q0.01, q0.99) over the kept values of pmi[row, :], one block per row.
-extern "C" __global__ void __launch_bounds__(SMI_THREADS)
-smi_row_summary(double* out, const float* pmi, const unsigned* excluded, int k) {
+// (No __launch_bounds__: with it ptxas held this kernel to 32 registers and spilled.)
+extern "C" __global__ void smi_row_summary(double* out, const float* pmi, const unsigned* excluded, int k) {
     __shared__ double red[SMI_THREADS];
     __shared__ unsigned hist[256];
     __shared__ unsigned state[2];
