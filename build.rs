@@ -58,7 +58,7 @@ fn validate_wgsl() {
 }
 
 /// The kernel files in the order the emulator includes them (kept in step with src/backend/cuda/kernels.rs).
-const KERNEL_FILES: [&str; 8] = [
+const KERNEL_FILES: [&str; 9] = [
     "encoder.cu",
     "layernorm.cu",
     "matmul.cu",
@@ -67,6 +67,7 @@ const KERNEL_FILES: [&str; 8] = [
     "elementwise.cu",
     "crossentropy.cu",
     "adamw.cu",
+    "smi.cu",
 ];
 
 /// Compile the same .cu sources NVRTC sees, as one C++ translation unit with kernels/cuda_emu.h in

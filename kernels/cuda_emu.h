@@ -170,6 +170,12 @@ inline int atomicMax(int* a, int v) {
     }
     return old;
 }
+inline unsigned atomicMin(unsigned* a, unsigned v) {
+    unsigned old = __atomic_load_n(a, __ATOMIC_RELAXED);
+    while (old > v && !__atomic_compare_exchange_n(a, &old, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
 inline unsigned atomicCAS(unsigned* a, unsigned cmp, unsigned v) {
     __atomic_compare_exchange_n(a, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
     return cmp;
@@ -180,6 +186,10 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// Round-to-nearest double operations that NVRTC never fuses into an FMA (g++ here does not fuse either).
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
 inline float __int_as_float(int i) { return emu::from_bits<float>((uint64_t)(uint32_t)i); }
 inline float __uint_as_float(unsigned i) { return emu::from_bits<float>((uint64_t)i); }
 inline int __float_as_int(float f) { return (int)(uint32_t)emu::to_bits(f); }

@@ -33,8 +33,9 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Write a TinyMem dataset (JSONL token rows plus its description).
     Data(cli::data::DataArgs),
-    /// Screen a labelled feature matrix for memorization: per-sample PSMI and dataset SMI (cpu).
-    Screen(cli::screen::ScreenArgs),
+    /// Screen a labelled feature matrix for memorization: per-sample PSMI and dataset SMI.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Screen(cli::screen::ScreenCommand),
     /// Backends found on this machine.
     Info,
 }
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cli::eval::run(&ctx, a),
         Command::Generate(a) => cli::generate::run(&ctx, a),
         Command::Data(a) => cli::data::run(a),
-        Command::Screen(a) => cli::screen::run(ctx.threads, a),
+        Command::Screen(a) => cli::screen::run(&ctx, a),
         Command::Info => cli::info(),
     };
     match result {

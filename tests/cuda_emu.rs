@@ -84,7 +84,10 @@ mod shared {
             }
         )*};
     }
-    shared_parity_tests!(encoder, layernorm, matmul, attention, kv_cache_decode, activation, crossentropy, adamw, small_ops);
+    shared_parity_tests!(
+        encoder, layernorm, matmul, attention, kv_cache_decode, activation, crossentropy, adamw, small_ops, smi_directions,
+        smi_project, smi_stats_score_summary
+    );
 }
 
 // This file's own cases (common/backend_parity.rs compares every buffer after each op, inputs included):

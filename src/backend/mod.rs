@@ -90,6 +90,34 @@ pub enum Op<'a, Buf> {
     Fill { dst: View<'a, Buf>, value: f32 },
     /// Strided copy of `batches` × `rows` × `cols` words (strides in words).
     CopyStrided { dst: View<'a, Buf>, src: View<'a, Buf>, batches: usize, rows: usize, cols: usize, dst_strides: [usize; 2], src_strides: [usize; 2] },
+    // ---- sliced mutual information screening (src/smi, smi.md); f64 values travel as two words, low first ----
+    /// out[r, :] = unit direction of slice `slice0 + r` in R^d from Philox (smi::directions), r < k.
+    SmiDirections { out: View<'a, Buf>, seed: u64, slice0: usize, k: usize, d: usize },
+    /// out[n, k] = x[n, d] · dirs[k, d]ᵀ (f32).
+    SmiProject { out: View<'a, Buf>, x: View<'a, Buf>, dirs: View<'a, Buf>, n: usize, d: usize, k: usize },
+    /// Per part of `smi::psmi::STATS_ROWS` consecutive rows of proj[n, k], per (class, slice): the
+    /// mean and M2 of the part's rows of that class, as f64 at word 2·((part·2 + s)·classes·k + c·k + j)
+    /// (s = 0: mean, 1: M2; 0 where the class is absent). `labels` holds class indices (u32).
+    SmiClassStats { stats: View<'a, Buf>, proj: View<'a, Buf>, labels: View<'a, Buf>, n: usize, k: usize, classes: usize },
+    /// pmi[i, col0 + j] (row stride ld) of proj[n, k] under the Gaussians of `model`: f64 arrays
+    /// mu, inv_sigma, log_weight (each [k, classes]), then log_prior [classes]; NaN where `excluded[j]` ≠ 0 (u32).
+    SmiScore { pmi: View<'a, Buf>, proj: View<'a, Buf>, labels: View<'a, Buf>, model: View<'a, Buf>, excluded: View<'a, Buf>, n: usize, k: usize, classes: usize, ld: usize, col0: usize },
+    /// out[i] = (mean, std (ddof 0), quantile 0.01, quantile 0.99) as f64 of row i of pmi[n, k] over the
+    /// slices with `excluded[j]` = 0 (numpy's linear quantiles; smi::psmi::summarize_row).
+    SmiRowSummary { out: View<'a, Buf>, pmi: View<'a, Buf>, excluded: View<'a, Buf>, n: usize, k: usize },
+}
+
+/// f64 values as device words (two per value, low word first), the layout of the SMI ops' f64 arrays.
+pub fn f64_to_words(values: &[f64]) -> Vec<u32> {
+    values.iter().flat_map(|v| {
+        let b = v.to_bits();
+        [b as u32, (b >> 32) as u32]
+    }).collect()
+}
+
+/// The inverse of [`f64_to_words`].
+pub fn words_to_f64(words: &[u32]) -> Vec<f64> {
+    words.chunks_exact(2).map(|w| f64::from_bits(w[0] as u64 | (w[1] as u64) << 32)).collect()
 }
 
 /// The step-dependent AdamW scalars every backend folds on the host exactly alike (in f64, then f32),
@@ -141,6 +169,11 @@ impl<Buf> Op<'_, Buf> {
             Op::Argmax { .. } => "argmax",
             Op::Fill { .. } => "fill",
             Op::CopyStrided { .. } => "copy_strided",
+            Op::SmiDirections { .. } => "smi_directions",
+            Op::SmiProject { .. } => "smi_project",
+            Op::SmiClassStats { .. } => "smi_class_stats",
+            Op::SmiScore { .. } => "smi_score",
+            Op::SmiRowSummary { .. } => "smi_row_summary",
         }
     }
 
@@ -195,6 +228,16 @@ impl<Buf> Op<'_, Buf> {
             Op::Argmax { n, v, .. } => f(n * v, n * v + n),
             Op::Fill { dst, .. } => f(0, dst.len),
             Op::CopyStrided { batches, rows, cols, .. } => f(0, 2 * batches * rows * cols),
+            // Box–Muller (≈ 40 flops with Philox) per coordinate, plus the norm.
+            Op::SmiDirections { k, d, .. } => f(43 * k * d, k * d),
+            Op::SmiProject { n, d, k, .. } => f(2 * n * d * k, n * d + k * d + n * k),
+            Op::SmiClassStats { n, k, classes, .. } => {
+                let parts = n.div_ceil(crate::smi::psmi::STATS_ROWS);
+                f(4 * n * k, n * k + n + 8 * parts * classes * k)
+            }
+            Op::SmiScore { n, k, classes, .. } => f(n * k * (8 * classes + 20), 2 * n * k + n + 6 * k * classes),
+            // Two passes for mean and std, about eight for the quantile selections.
+            Op::SmiRowSummary { n, k, .. } => f(12 * n * k, n * k + k + 8 * n),
         }
     }
 }

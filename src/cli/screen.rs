@@ -2,10 +2,12 @@
 //! (smi.md). Writes scores.csv / scores.npy, flagged.csv / flagged.npy, ksg_per_slice.npy and
 //! smi.json into --out, and prints a summary table.
 
+use crate::backend::{Backend, Device};
 use crate::error::{Error, Result};
 use crate::smi::input::{self, Precision};
-use crate::smi::{self, npy, AutoOptions, Classes, Ddof, Directions, KsgOptions, PsmiOptions, PsmiScores, Summary};
-use clap::Args;
+use crate::smi::pipeline::{self, Input, PartStats, PipelineOptions};
+use crate::smi::{self, npy, shard, AutoOptions, Classes, Ddof, Directions, KsgOptions, PsmiOptions, PsmiScores, Summary};
+use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -61,6 +63,67 @@ pub struct ScreenArgs {
     /// k of the KSG estimator.
     #[arg(long, default_value_t = 3)]
     pub neighbors: usize,
+    /// Bound the working set (device buffers and per-block host arrays), e.g. 512M or 2G: slices and
+    /// samples are then processed in chunks (two projection passes when the samples do not fit at once).
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_memory: Option<usize>,
+    /// Only compute the class statistics of shard i of N (contiguous sample ranges) and write them to
+    /// --out as shard-i-of-N.{npy,json}; `memsieve screen merge` combines them and scores.
+    #[arg(long, value_parser = parse_shard, conflicts_with = "auto")]
+    pub shard: Option<(usize, usize)>,
+}
+
+/// `memsieve screen [merge]` (main.rs lets the subcommand replace the flags).
+#[derive(Args)]
+pub struct ScreenCommand {
+    #[command(subcommand)]
+    pub sub: Option<ScreenSub>,
+    /// Absent only when a subcommand is given.
+    #[command(flatten)]
+    pub args: Option<ScreenArgs>,
+}
+
+#[derive(Subcommand)]
+pub enum ScreenSub {
+    /// Merge the statistics of `--shard i/N` runs, then score every sample (same flags as the shards).
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Directory holding every shard-i-of-N.{npy,json}.
+    #[arg(long)]
+    pub shards: PathBuf,
+    #[command(flatten)]
+    pub args: ScreenArgs,
+}
+
+/// "512M", "2G", "1.5GiB", "1000000" → bytes.
+fn parse_bytes(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches("ib").trim_end_matches('b');
+    let (num, scale) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size (try 512M or 2G)"))?;
+    if !(v > 0.0) || !v.is_finite() {
+        return Err(format!("{s:?}: the size must be positive"));
+    }
+    Ok((v * scale as f64) as usize)
+}
+
+/// "i/N" with 0 ≤ i < N.
+fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (i, n) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected i/N, e.g. 0/4"))?;
+    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| format!("{s:?}: bad shard index"))?, n.trim().parse().map_err(|_| format!("{s:?}: bad shard count"))?);
+    if n == 0 || i >= n {
+        return Err(format!("{s:?}: need 0 ≤ i < N"));
+    }
+    Ok((i, n))
 }
 
 /// How samples were flagged.
@@ -88,6 +151,10 @@ struct SmiReport {
     auto_converged: Option<bool>,
     excluded_slices: usize,
     directions: String,
+    backend: String,
+    /// Slices per block and samples per chunk the run used (--max-memory).
+    block_slices: usize,
+    chunk_samples: usize,
     ddof: u8,
     precision: Precision,
     rule: FlagRule,
@@ -114,12 +181,54 @@ pub fn flag(mean: &[f64], rule: &FlagRule) -> Vec<usize> {
     }
 }
 
-pub fn run(threads: usize, a: ScreenArgs) -> Result<()> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| Error::Backend(format!("thread pool: {e}")))?;
-    pool.install(|| screen(a))
+pub fn run(ctx: &super::Context, cmd: ScreenCommand) -> Result<()> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(ctx.threads).build().map_err(|e| Error::Backend(format!("thread pool: {e}")))?;
+    pool.install(|| match cmd.sub {
+        Some(ScreenSub::Merge(m)) => screen(ctx, m.args, Some(m.shards)),
+        None => screen(ctx, cmd.args.ok_or_else(|| Error::Input("memsieve screen needs --features, --labels and --out".into()))?, None),
+    })
 }
 
-fn screen(a: ScreenArgs) -> Result<()> {
+/// What a shard manifest must say for this run's inputs.
+fn manifest(x: &[f32], rows: usize, cols: usize, labels: &[i64], classes: &Classes, slices: usize, source: &str) -> shard::Manifest {
+    shard::Manifest {
+        shard: 0,
+        of: 0,
+        samples: rows,
+        dim: cols,
+        slices,
+        directions: source.to_string(),
+        features_fnv: shard::fnv(x.iter().flat_map(|v| v.to_le_bytes())),
+        labels_fnv: shard::fnv(labels.iter().flat_map(|v| v.to_le_bytes())),
+        classes: classes.len(),
+        part_rows: smi::psmi::STATS_ROWS,
+        first_part: 0,
+        parts: 0,
+    }
+}
+
+/// The device pipeline on whichever backend `--backend` resolved to: shard statistics, or scores.
+#[allow(clippy::too_many_arguments)]
+fn on_backend<B: Backend>(dev: &Device<B>, a: &ScreenArgs, inp: &Input<'_>, dirs: &Directions, slices: usize, opts: &PipelineOptions, given: Option<&PartStats>, bar: &indicatif::ProgressBar) -> Result<(Option<PsmiScores>, Option<PartStats>, pipeline::Plan, String)> {
+    let name = dev.backend.name().to_string();
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    match a.shard {
+        Some((i, of)) => {
+            let s = pipeline::shard_stats(dev, inp, dirs, slices, opts, i, of, &|j| progress(j, slices))?;
+            let plan = pipeline::plan(inp.n, inp.d, slices, inp.classes.len(), opts)?;
+            Ok((None, Some(s), plan, name))
+        }
+        None => {
+            let (scores, plan) = pipeline::psmi_on_device(dev, inp, dirs, slices, opts, given, &progress)?;
+            Ok((Some(scores), None, plan, name))
+        }
+    }
+}
+
+fn screen(ctx: &super::Context, a: ScreenArgs, merge_from: Option<PathBuf>) -> Result<()> {
     let started = std::time::Instant::now();
     let ddof = Ddof::from_u8(a.ddof)?;
     let x = input::read_features(&a.features, a.features_tensor.as_deref())?;
@@ -150,13 +259,50 @@ fn screen(a: ScreenArgs) -> Result<()> {
     let auto = AutoOptions::default();
     let bar = crate::train::progress_bar(if a.auto { (auto.block * auto.max_blocks) as u64 } else { slices as u64 }, "slices");
     let progress = |done: usize, _total: usize| bar.set_position(done as u64);
-    let scores: PsmiScores = x.with_projection(a.precision, |xp| {
-        if a.auto {
-            xp.psmi_auto(&classes, &dirs, &opts, &auto, &progress)
-        } else {
-            xp.psmi(&classes, &dirs, slices, &opts, &progress)
+    // f32 with a fixed K runs the device pipeline on any backend; f64, bf16 and auto mode are cpu-only.
+    let device_path = a.precision == Precision::F32 && !a.auto;
+    if !device_path && (a.shard.is_some() || merge_from.is_some() || a.max_memory.is_some()) {
+        return Err(Error::Input("--shard, merge and --max-memory need the device pipeline: --precision f32 and a fixed --slices K".into()));
+    }
+    let mut plan = None;
+    let scores: PsmiScores = match (a.precision, a.auto) {
+        (Precision::F32, false) => {
+            let x32 = x.f32_data();
+            let inp = Input { x: &x32, n: x.rows, d: x.cols, classes: &classes };
+            let popts = PipelineOptions { ddof, block: a.block, ksg: opts.ksg.clone(), max_memory: a.max_memory };
+            let want = manifest(&x32, x.rows, x.cols, &labels, &classes, slices, &source);
+            let given = match &merge_from {
+                Some(dir) => Some(shard::read_all(dir, &want)?),
+                None => None,
+            };
+            let (scores, part_stats, used, backend) =
+                super::on_device!(ctx, |dev| on_backend(dev, &a, &inp, &dirs, slices, &popts, given.as_ref(), &bar))?;
+            bar.finish_and_clear();
+            if let (Some(s), Some((i, of))) = (part_stats, a.shard) {
+                let m = shard::Manifest { shard: i, of, first_part: s.first_part, parts: s.parts, ..want };
+                shard::write(&a.out, &m, &s)?;
+                println!(
+                    "shard {i}/{of}: class statistics of samples {}..{} over {slices} slices ({backend}) written to {}",
+                    s.first_part * smi::psmi::STATS_ROWS,
+                    ((s.first_part + s.parts) * smi::psmi::STATS_ROWS).min(x.rows),
+                    a.out.display()
+                );
+                return Ok(());
+            }
+            plan = Some((used, backend));
+            scores.expect("scores unless sharding")
         }
-    })??;
+        _ if !matches!(ctx.backend, crate::backend::BackendChoice::Cpu | crate::backend::BackendChoice::Auto) => {
+            return Err(Error::Input("--precision f64 / bf16 and --auto run on the cpu backend only (use --backend cpu)".into()));
+        }
+        (precision, auto_mode) => x.with_projection(precision, |xp| {
+            if auto_mode {
+                xp.psmi_auto(&classes, &dirs, &opts, &auto, &progress)
+            } else {
+                xp.psmi(&classes, &dirs, slices, &opts, &progress)
+            }
+        })??,
+    };
     bar.finish_and_clear();
 
     let flagged = flag(&scores.mean, &rule);
@@ -175,6 +321,9 @@ fn screen(a: ScreenArgs) -> Result<()> {
         auto_converged: a.auto.then_some(scores.converged),
         excluded_slices: scores.excluded.len(),
         directions: source,
+        backend: plan.as_ref().map_or("cpu".into(), |p| p.1.clone()),
+        block_slices: plan.as_ref().map_or(a.block, |p| p.0.block),
+        chunk_samples: plan.as_ref().map_or(x.rows, |p| p.0.chunk),
         ddof: a.ddof,
         precision: a.precision,
         rule: rule.clone(),

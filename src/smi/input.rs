@@ -53,6 +53,14 @@ impl Features {
         }
     }
 
+    /// As f32, borrowed when stored as f32.
+    pub fn f32_data(&self) -> std::borrow::Cow<'_, [f32]> {
+        match &self.data {
+            FeatureData::F32(v) => std::borrow::Cow::Borrowed(v),
+            _ => std::borrow::Cow::Owned(self.to_f32()),
+        }
+    }
+
     /// As f64 (exact for every stored precision).
     pub fn to_f64(&self) -> Vec<f64> {
         match &self.data {

@@ -11,9 +11,11 @@ pub mod input;
 pub mod ksg;
 pub mod mt19937;
 pub mod npy;
+pub mod pipeline;
 pub mod project;
 pub mod project_bf16;
 pub mod psmi;
+pub mod shard;
 pub mod stats;
 pub mod vmath;
 

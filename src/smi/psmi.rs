@@ -49,7 +49,9 @@ pub struct ClassSliceStats {
 const DEGENERATE_REL_SIGMA: f64 = 64.0 * f64::EPSILON;
 
 /// Rows per statistics chunk: each chunk is summed in two passes, then chunks are merged in order.
-const STATS_ROWS: usize = 1024;
+/// Device backends compute the same per-chunk statistics (`Op::SmiClassStats`), so the host merge
+/// order, and with it every result, is the same for any sample chunking or sharding.
+pub const STATS_ROWS: usize = 1024;
 
 impl ClassSliceStats {
     pub fn empty(classes: usize, slices: usize) -> Self {
@@ -57,7 +59,7 @@ impl ClassSliceStats {
     }
 
     /// Statistics of the rows of `p` (rows × slices, row-major); `class_of` gives each row's class.
-    fn of_rows<T: ProjElem>(p: &[T], slices: usize, class_of: &[u32], classes: usize) -> Self {
+    pub fn of_rows<T: ProjElem>(p: &[T], slices: usize, class_of: &[u32], classes: usize) -> Self {
         let mut s = Self::empty(classes, slices);
         let mut sum = vec![0f64; classes * slices];
         for (row, &c) in p.chunks(slices).zip(class_of) {
@@ -356,7 +358,7 @@ fn run_block<X: Project>(x: &X, classes: &Classes, dirs: &Directions, j0: usize,
     Ok(Block { pmi, width, degenerate: model.degenerate, ksg_mi })
 }
 
-fn check_inputs<X: Project>(x: &X, classes: &Classes, dirs: &Directions) -> Result<()> {
+pub(crate) fn check_inputs<X: Project>(x: &X, classes: &Classes, dirs: &Directions) -> Result<()> {
     let (n, d) = x.shape();
     check_counts(n, classes.samples())?;
     x.check()?;
@@ -365,6 +367,33 @@ fn check_inputs<X: Project>(x: &X, classes: &Classes, dirs: &Directions) -> Resu
         return Err(Error::Input(format!("directions have dimension {}, features {d}", dirs.dim())));
     }
     Ok(())
+}
+
+/// (mean, std, quantile 0.01, quantile 0.99) of one sample's kept pmi values (reordered).
+pub fn summarize_row(values: &mut [f64]) -> [f64; 4] {
+    let (mean, std) = mean_std(values);
+    let q01 = quantile_linear(values, 0.01);
+    let q99 = quantile_linear(values, 0.99);
+    [mean, std, q01, q99]
+}
+
+impl PsmiScores {
+    /// Scores from per-sample summaries `rows[i]` = [`summarize_row`] (the device pipeline's result,
+    /// which keeps no pmi matrix on the host).
+    pub fn from_summaries(rows: &[[f64; 4]], slices: usize, excluded: Vec<usize>, ksg_mi: Vec<f64>) -> PsmiScores {
+        PsmiScores {
+            samples: rows.len(),
+            slices,
+            excluded,
+            mean: rows.iter().map(|r| r[0]).collect(),
+            std: rows.iter().map(|r| r[1]).collect(),
+            q01: rows.iter().map(|r| r[2]).collect(),
+            q99: rows.iter().map(|r| r[3]).collect(),
+            ksg_mi,
+            converged: true,
+            blocks: Vec::new(),
+        }
+    }
 }
 
 /// Aggregate blocks into per-sample scores over kept slices.
@@ -381,10 +410,7 @@ fn aggregate(n: usize, blocks: Vec<Block>, converged: bool) -> Result<PsmiScores
             let row = &b.pmi[i * b.width..(i + 1) * b.width];
             scratch.extend(row.iter().zip(&b.degenerate).filter(|(_, &deg)| !deg).map(|(&v, _)| v as f64));
         }
-        let (mean, std) = mean_std(scratch);
-        let q01 = quantile_linear(scratch, 0.01);
-        let q99 = quantile_linear(scratch, 0.99);
-        *out = [mean, std, q01, q99];
+        *out = summarize_row(scratch);
     });
     let ksg_mi = blocks.iter().flat_map(|b| b.ksg_mi.iter().copied()).collect();
     Ok(PsmiScores {

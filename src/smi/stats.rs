@@ -5,7 +5,7 @@ const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
 
 /// Position of quantile q among `len` sorted values, exactly as numpy computes it for the default
 /// "linear" method (`_compute_virtual_index` with α = β = 1): (index below, fraction).
-fn linear_position(len: usize, q: f64) -> (usize, usize, f64) {
+pub fn linear_position(len: usize, q: f64) -> (usize, usize, f64) {
     const ALPHA: f64 = 1.0;
     const BETA: f64 = 1.0;
     let n = len as f64;
@@ -16,7 +16,7 @@ fn linear_position(len: usize, q: f64) -> (usize, usize, f64) {
 }
 
 /// numpy's `_lerp`: a + t·(b−a) for t < 0.5, b − (1−t)·(b−a) otherwise (bit parity with numpy).
-fn numpy_lerp(a: f64, b: f64, t: f64) -> f64 {
+pub fn numpy_lerp(a: f64, b: f64, t: f64) -> f64 {
     let diff = b - a;
     if t >= 0.5 {
         b - diff * (1.0 - t)

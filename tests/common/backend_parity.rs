@@ -174,6 +174,15 @@ pub fn map_op<'a, B>(op: &Op<'static, Id>, bufs: &'a [B]) -> Op<'a, B> {
         Op::CopyStrided { dst, src, batches, rows, cols, dst_strides, src_strides } => {
             Op::CopyStrided { dst: m(dst), src: m(src), batches, rows, cols, dst_strides, src_strides }
         }
+        Op::SmiDirections { out, seed, slice0, k, d } => Op::SmiDirections { out: m(out), seed, slice0, k, d },
+        Op::SmiProject { out, x, dirs, n, d, k } => Op::SmiProject { out: m(out), x: m(x), dirs: m(dirs), n, d, k },
+        Op::SmiClassStats { stats, proj, labels, n, k, classes } => {
+            Op::SmiClassStats { stats: m(stats), proj: m(proj), labels: m(labels), n, k, classes }
+        }
+        Op::SmiScore { pmi, proj, labels, model, excluded, n, k, classes, ld, col0 } => Op::SmiScore {
+            pmi: m(pmi), proj: m(proj), labels: m(labels), model: m(model), excluded: m(excluded), n, k, classes, ld, col0,
+        },
+        Op::SmiRowSummary { out, pmi, excluded, n, k } => Op::SmiRowSummary { out: m(out), pmi: m(pmi), excluded: m(excluded), n, k },
     }
 }
 

@@ -117,3 +117,14 @@ pub fn wgpu_device() -> Option<Arc<Device<memsieve::backend::wgpu::WgpuBackend>>
     })
     .clone()
 }
+
+/// Deterministic values in [-1, 1) without a device pair (for host-side inputs).
+pub fn parity_free_random(n: usize) -> Vec<f32> {
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}

@@ -256,3 +256,99 @@ pub fn small_ops<B: Backend>(p: &Pair<B>) {
         p.check_u32(&format!("argmax rows={rows} v={vocab}"), &ids);
     }
 }
+
+// ---- SMI screening ops (f64 arrays compared as f64) ----
+
+use memsieve::backend::{f64_to_words, words_to_f64};
+
+impl<B: Backend> Pair<'_, B> {
+    /// The f64 array in a twin's words: |dev − cpu| ≤ rtol·(|cpu| + 1e-2·max|cpu|) + atol.
+    pub fn check_f64(&self, what: &str, t: &Twin<B::Buffer>, rtol: f64, atol: f64) {
+        let want = words_to_f64(&self.cpu.download_u32(View::new(&t.cpu, 0, t.len)));
+        let got = words_to_f64(&self.dev.download_u32(View::new(&t.dev, 0, t.len)));
+        let floor = 1e-2 * want.iter().fold(0f64, |m, x| m.max(x.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let tol = rtol * (w.abs() + floor) + atol;
+            assert!((g - w).abs() <= tol || (g.is_nan() && w.is_nan()), "{what} on {}: f64 {i} is {g}, cpu says {w} (tolerance {tol:e})", self.dev.backend.name());
+        }
+    }
+}
+
+/// Projections of three unequal classes with class-dependent offsets, rows × k.
+fn smi_inputs<B: Backend>(p: &Pair<B>, rows: usize, k: usize, classes: usize) -> (Vec<f32>, Vec<u32>) {
+    let labels: Vec<u32> = (0..rows).map(|i| ((i * i + 3 * i) % (2 * classes + 1)).min(classes - 1) as u32).collect();
+    let noise = p.random(rows * k, 1.0);
+    let proj = noise.iter().enumerate().map(|(e, v)| v + 0.3 * labels[e / k] as f32 * ((e % k) as f32 * 0.7).sin()).collect();
+    (proj, labels)
+}
+
+/// Directions from Philox on every backend: the same unit vectors within 1e-6.
+pub fn smi_directions<B: Backend>(p: &Pair<B>) {
+    for (seed, slice0, k, d) in [(0u64, 0usize, 3usize, 1usize), (42, 7, 5, 37), (u64::MAX - 5, 100_003, 2, 300), (9, 1, 1, 4097)] {
+        let out = p.f32s(&vec![0.0; k * d]);
+        run_both!(p, |v| Op::SmiDirections { out: v(&out), seed, slice0, k, d });
+        let want = p.cpu.download_f32(cpu_view(&out));
+        let got = p.dev.download_f32(dev_view(&out));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-6, "smi_directions seed {seed} d {d}: element {i} is {g}, cpu {w}");
+        }
+    }
+}
+
+pub fn smi_project<B: Backend>(p: &Pair<B>) {
+    for (n, d, k) in [(67, 45, 77), (1, 3, 1), (130, 129, 14)] {
+        let (x, dirs, out) = (p.rand(n * d), p.rand(k * d), p.rand(n * k));
+        run_both!(p, |v| Op::SmiProject { out: v(&out), x: v(&x), dirs: v(&dirs), n, d, k });
+        p.check("smi_project", &out);
+    }
+}
+
+/// Per-part statistics (n over several parts with a remainder, a class absent from some part), the
+/// score of a model built from them, and the per-row summaries with excluded slices and ties.
+pub fn smi_stats_score_summary<B: Backend>(p: &Pair<B>) {
+    use memsieve::smi::psmi::{ClassSliceStats, Ddof, STATS_ROWS};
+    for (n, k, classes) in [(2 * STATS_ROWS + 77, 13, 3), (5, 1, 2), (300, 67, 4)] {
+        let (proj_v, labels_v) = smi_inputs(p, n, k, classes);
+        let (proj, labels) = (p.f32s(&proj_v), p.u32s(&labels_v));
+        let parts = n.div_ceil(STATS_ROWS);
+        let stats = p.u32s(&vec![0; parts * 4 * classes * k]);
+        run_both!(p, |v| Op::SmiClassStats { stats: v(&stats), proj: v(&proj), labels: v(&labels), n, k, classes });
+        p.check_f64("smi_class_stats", &stats, 1e-5, 1e-9);
+
+        // A model from the cpu statistics (slice 0 excluded), then pmi at a column offset.
+        let mut total = ClassSliceStats::empty(classes, k);
+        let words = words_to_f64(&p.cpu.download_u32(cpu_view(&stats)));
+        for (part, w) in words.chunks(2 * classes * k).enumerate() {
+            let rows = part * STATS_ROWS..((part + 1) * STATS_ROWS).min(n);
+            let mut s = ClassSliceStats::of_rows(&proj_v[rows.start * k..rows.end * k], k, &labels_v[rows], classes);
+            assert_eq!(s.mean, w[..classes * k].to_vec(), "cpu statistics are of_rows'");
+            s.m2.copy_from_slice(&w[classes * k..]);
+            total.merge(&s).unwrap();
+        }
+        let mut m = total.model(Ddof::One);
+        m.degenerate[0] = true;
+        let mut values = Vec::new();
+        for a in [&m.mu, &m.inv_sigma, &m.log_weight, &m.log_prior] {
+            values.extend_from_slice(a);
+        }
+        let model = p.u32s(&f64_to_words(&values));
+        let excluded = p.u32s(&m.degenerate.iter().map(|&e| e as u32).collect::<Vec<_>>());
+        let (ld, col0) = (k + 3, 2);
+        let pmi = p.f32s(&vec![0.5; n * ld]);
+        run_both!(p, |v| Op::SmiScore { pmi: v(&pmi), proj: v(&proj), labels: v(&labels), model: v(&model), excluded: v(&excluded), n, k, classes, ld, col0 });
+        let (want, got) = (p.cpu.download_f32(cpu_view(&pmi)), p.dev.download_f32(dev_view(&pmi)));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 2e-5 * (1.0 + w.abs()) || (g.is_nan() && w.is_nan()), "smi_score {n}×{k}: element {i} is {g}, cpu {w}");
+        }
+
+        // Summaries over the pmi rows (ld columns: the untouched 0.5 columns are ties), with one more
+        // column excluded; k = 1 leaves rows of 3 values.
+        let mut flags = vec![0u32; ld];
+        flags[col0] = 1; // the excluded slice's NaN column
+        flags[ld - 1] = 1;
+        let flags = p.u32s(&flags);
+        let out = p.u32s(&vec![0; 8 * n]);
+        run_both!(p, |v| Op::SmiRowSummary { out: v(&out), pmi: v(&pmi), excluded: v(&flags), n, k: ld });
+        p.check_f64("smi_row_summary", &out, 2e-5, 1e-6);
+    }
+}

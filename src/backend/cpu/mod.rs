@@ -9,6 +9,7 @@ mod elementwise;
 mod encoder;
 mod layernorm;
 mod matmul;
+mod smi;
 
 use super::{Backend, Op, View};
 use crate::error::{Error, Result};
@@ -192,6 +193,13 @@ impl Backend for CpuBackend {
             Op::CopyStrided { dst, src, batches, rows, cols, dst_strides, src_strides } => {
                 elementwise::copy_strided(dst, src, batches, rows, cols, dst_strides, src_strides)
             }
+            Op::SmiDirections { out, seed, slice0, k, d } => smi::directions(out, seed, slice0, k, d),
+            Op::SmiProject { out, x, dirs, n, d, k } => smi::project(out, x, dirs, n, d, k),
+            Op::SmiClassStats { stats, proj, labels, n, k, classes } => smi::class_stats(stats, proj, labels, n, k, classes),
+            Op::SmiScore { pmi, proj, labels, model, excluded, n, k, classes, ld, col0 } => {
+                smi::score(pmi, proj, labels, model, excluded, n, k, classes, ld, col0)
+            }
+            Op::SmiRowSummary { out, pmi, excluded, n, k } => smi::row_summary(out, pmi, excluded, n, k),
         }
     }
 }

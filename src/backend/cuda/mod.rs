@@ -117,6 +117,9 @@ fn row_threads(width: usize, max: u32) -> u32 {
     (width.next_multiple_of(32) as u32).clamp(32, max)
 }
 
+/// Threads of the one-block-per-row SMI kernels (kernels/smi.cu's SMI_THREADS).
+const SMI_THREADS: u32 = 256;
+
 /// Threads per attention block (one query or key row each).
 const ATTENTION_THREADS: u32 = 64;
 
@@ -474,6 +477,44 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                     Arg::I64(dst_strides[1] as i64), Arg::I64(src_strides[0] as i64), Arg::I64(src_strides[1] as i64),
                 ];
                 self.launch_1d("copy_strided", batches * rows * cols, &args);
+            }
+            Op::SmiDirections { out, seed, slice0, k, d } => {
+                if k == 0 || d == 0 {
+                    return;
+                }
+                let slice0 = u32::try_from(slice0).expect("slice index fits the generator's 32-bit counter");
+                let args = [self.ptr(out), Arg::U32(seed as u32), Arg::U32((seed >> 32) as u32), Arg::U32(slice0), int(d)];
+                self.launch("smi_directions", [blocks(k, 1), 1, 1], [SMI_THREADS, 1, 1], 0, &args);
+            }
+            // P[n, k] = X[n, d]·Θᵀ with Θ [k, d] read as a [d, k] matrix.
+            Op::SmiProject { out, x, dirs, n, d, k } => {
+                self.gemm(self.ptr(out), self.ptr(x), (d, 1), self.ptr(dirs), (1, d), Arg::Ptr(0), n, k, d, false)
+            }
+            Op::SmiClassStats { stats, proj, labels, n, k, classes } => {
+                if n == 0 || k == 0 || classes == 0 {
+                    return;
+                }
+                assert!(stats.off.is_multiple_of(2), "f64 views start on an even word");
+                let parts = n.div_ceil(crate::smi::psmi::STATS_ROWS);
+                let args = [self.ptr(stats), self.ptr(proj), self.ptr(labels), int(n), int(k), int(classes)];
+                let grid = [blocks(k, THREADS), u32::try_from(classes).expect("class count"), u32::try_from(parts).expect("part count")];
+                self.launch("smi_class_stats", grid, [THREADS, 1, 1], 0, &args);
+            }
+            Op::SmiScore { pmi, proj, labels, model, excluded, n, k, classes, ld, col0 } => {
+                assert!(model.off.is_multiple_of(2), "f64 views start on an even word");
+                let args = [
+                    self.ptr(pmi), self.ptr(proj), self.ptr(labels), self.ptr(model), self.ptr(excluded), int(n), int(k),
+                    int(classes), int(ld), int(col0),
+                ];
+                self.launch_1d("smi_score", n * k, &args);
+            }
+            Op::SmiRowSummary { out, pmi, excluded, n, k } => {
+                if n == 0 {
+                    return;
+                }
+                assert!(out.off.is_multiple_of(2), "f64 views start on an even word");
+                let args = [self.ptr(out), self.ptr(pmi), self.ptr(excluded), int(k)];
+                self.launch("smi_row_summary", [blocks(n, 1), 1, 1], [SMI_THREADS, 1, 1], 0, &args);
             }
         }
     }

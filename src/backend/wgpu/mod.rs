@@ -36,6 +36,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("encoder", include_str!("../../../shaders/encoder.wgsl")),
     ("layernorm", include_str!("../../../shaders/layernorm.wgsl")),
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
+    ("smi", include_str!("../../../shaders/smi.wgsl")),
 ];
 
 /// Bytes of one dispatch's parameter block (≥ every adapter's uniform offset alignment).

@@ -9,6 +9,8 @@ type V<'a> = View<'a, WgpuBuffer>;
 
 /// Rows summed per chunk in the first pass of a deterministic column reduction.
 const REDUCE_ROWS: usize = 64;
+/// Workgroups per grid dimension.
+const MAX_GROUPS: usize = 65_535;
 /// The decode shader keeps a row's scores in shared memory (attention.wgsl's MAX_DECODE_T).
 const MAX_DECODE_T: usize = 2048;
 
@@ -263,6 +265,31 @@ impl WgpuBackend {
                     u(dst_strides[0]), u(dst_strides[1]), u(src_strides[0]), u(src_strides[1]), 0, 0, 0, 0,
                 ];
                 self.dispatch("elementwise", "copy_strided", Self::groups_1d(n, 256), &[(1, dst), (2, src)], &s);
+            }
+            // smi.wgsl P: n, k, d, classes, ld, col0, seed_lo, seed_hi, slice0
+            Op::SmiDirections { out, seed, slice0, k, d } => {
+                let s = [0, u(k), u(d), 0, 0, 0, seed as u32, (seed >> 32) as u32, u(slice0)];
+                self.dispatch("smi", "directions", Self::groups_1d(k, 1), &[(1, out)], &s);
+            }
+            // P[n, k] = X[n, d]·Θᵀ with Θ [k, d] read as a [d, k] matrix.
+            Op::SmiProject { out, x, dirs, n, d, k } => self.gemm(Gemm::plain(n, k, d, x, [d, 1], dirs, [1, d], out, k)),
+            Op::SmiClassStats { stats, proj, labels, n, k, classes } => {
+                assert!(stats.off.is_multiple_of(2), "f64 views start on an even word");
+                let parts = n.div_ceil(crate::smi::psmi::STATS_ROWS);
+                assert!(classes <= MAX_GROUPS && parts <= MAX_GROUPS, "{classes} classes × {parts} parts exceed the grid");
+                let s = [u(n), u(k), 0, u(classes), 0, 0, 0, 0, 0];
+                self.dispatch("smi", "class_stats", [u(k.div_ceil(64)), u(classes), u(parts)], &[(2, proj), (3, labels), (4, stats)], &s);
+            }
+            Op::SmiScore { pmi, proj, labels, model, excluded, n, k, classes, ld, col0 } => {
+                assert!(model.off.is_multiple_of(2), "f64 views start on an even word");
+                let s = [u(n), u(k), 0, u(classes), u(ld), u(col0), 0, 0, 0];
+                let bind = [(1, pmi), (2, proj), (3, labels), (4, model), (5, excluded)];
+                self.dispatch("smi", "score", Self::groups_1d(u(n * k) as usize, 256), &bind, &s);
+            }
+            Op::SmiRowSummary { out, pmi, excluded, n, k } => {
+                assert!(out.off.is_multiple_of(2), "f64 views start on an even word");
+                let s = [u(n), u(k), 0, 0, 0, 0, 0, 0, 0];
+                self.dispatch("smi", "row_summary", Self::groups_1d(n, 1), &[(2, pmi), (4, out), (5, excluded)], &s);
             }
         }
     }

@@ -1,0 +1,488 @@
+//! PSMI screening written once over `Device<B>`: every backend runs the same op sequence
+//! (`Op::SmiDirections` → `SmiProject` → `SmiClassStats` → host merge → `SmiScore` → `SmiRowSummary`).
+//!
+//! Memory is bounded by working in chunks of samples × blocks of slices ([`plan`]). Per-part class
+//! statistics (parts of `STATS_ROWS` rows) come back to the host, where they are merged in f64 with
+//! Chan's update in part order — the order `ClassSliceStats::of_block` uses — so the chunking, and
+//! sharding (`--shard i/N`, [`PartStats`] files merged by `memsieve screen merge`), never change a
+//! result. When all samples fit in one chunk each block is projected once; otherwise a first pass
+//! computes the statistics and a second projects again to score.
+
+use super::directions::Directions;
+use super::ksg::{ksg_mi_columns, Jitter, KsgOptions};
+use super::project::Dense;
+use super::psmi::{check_inputs, ClassSliceStats, Ddof, PsmiScores, SliceModel, STATS_ROWS};
+use super::Classes;
+use crate::backend::{f64_to_words, words_to_f64, Backend, Device, Op, View};
+use crate::error::{Error, Result};
+
+/// Options of a device PSMI run.
+#[derive(Clone, Debug)]
+pub struct PipelineOptions {
+    pub ddof: Ddof,
+    /// Slices per block (at most; `max_memory` may lower it).
+    pub block: usize,
+    /// Also compute the per-slice KSG MI (on the host, from the block's projections).
+    pub ksg: Option<KsgOptions>,
+    /// Bytes the working set may take (device buffers plus the host's per-block arrays; the loaded
+    /// feature matrix itself is not counted). None: no limit.
+    pub max_memory: Option<usize>,
+}
+
+/// Chunk sizes chosen for a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Slices per block.
+    pub block: usize,
+    /// Samples per chunk (all n, or a multiple of STATS_ROWS).
+    pub chunk: usize,
+    /// Estimated working set in bytes.
+    pub bytes: usize,
+}
+
+/// Working-set bytes for chunks of `m` samples and blocks of `w` slices.
+fn working_set(n: usize, d: usize, slices: usize, classes: usize, m: usize, w: usize, ksg: Option<&KsgOptions>) -> usize {
+    let parts_m = m.div_ceil(STATS_ROWS);
+    let parts_n = n.div_ceil(STATS_ROWS);
+    let device_words = m * d + w * d + m * w + m + slices + parts_m * 4 * classes * w + 2 * (3 * w * classes + classes) + w + m * slices + 8 * m;
+    let mut host = 32 * n + parts_n * 2 * classes * slices * 8 + 3 * slices * classes * 8;
+    if let Some(k) = ksg {
+        host += 4 * n * w + 24 * n;
+        if k.sklearn_exact {
+            host += 8 * n * slices;
+        }
+    }
+    4 * device_words + host
+}
+
+/// Block and chunk sizes that fit `opts.max_memory`: full blocks over all samples if possible, then
+/// narrower blocks (down to 32 slices), then sample chunks; a clear error when nothing fits.
+pub fn plan(n: usize, d: usize, slices: usize, classes: usize, opts: &PipelineOptions) -> Result<Plan> {
+    let w0 = opts.block.clamp(1, slices.max(1));
+    let ws = |m: usize, w: usize| working_set(n, d, slices, classes, m, w, opts.ksg.as_ref());
+    let Some(budget) = opts.max_memory else {
+        return Ok(Plan { block: w0, chunk: n, bytes: ws(n, w0) });
+    };
+    let mut widths = vec![w0];
+    while *widths.last().unwrap() > 32.min(w0) {
+        widths.push((widths.last().unwrap() / 2).max(32.min(w0)));
+    }
+    for &w in &widths {
+        if ws(n, w) <= budget {
+            return Ok(Plan { block: w, chunk: n, bytes: ws(n, w) });
+        }
+    }
+    if n > STATS_ROWS {
+        for &w in &widths {
+            // The working set is affine in m: find the largest multiple of STATS_ROWS under the budget.
+            let (at1, at2) = (ws(STATS_ROWS, w), ws(2 * STATS_ROWS, w));
+            if at1 <= budget {
+                let per = at2 - at1;
+                let m = (STATS_ROWS + (budget - at1) / per.max(1) * STATS_ROWS).min(n);
+                return Ok(Plan { block: w, chunk: m, bytes: ws(m, w) });
+            }
+        }
+    }
+    let w = *widths.last().unwrap();
+    let m = n.min(STATS_ROWS);
+    Err(Error::Input(format!(
+        "--max-memory {budget} bytes: even one chunk of {m} samples × {w} slices needs {} bytes ({:.1} MiB; \
+         d = {d}, K = {slices}, {classes} classes{})",
+        ws(m, w),
+        ws(m, w) as f64 / 1048576.0,
+        if opts.ksg.is_some() { ", KSG on" } else { "" }
+    )))
+}
+
+/// Per-part class statistics over all K slices: part p (rows p·STATS_ROWS..) of the whole dataset,
+/// for parts `first_part..first_part + parts`. What a shard writes and what merging reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartStats {
+    pub classes: usize,
+    pub slices: usize,
+    pub first_part: usize,
+    pub parts: usize,
+    /// [part][class][slice]
+    pub mean: Vec<f64>,
+    pub m2: Vec<f64>,
+}
+
+impl PartStats {
+    fn empty(classes: usize, slices: usize, first_part: usize, parts: usize) -> Self {
+        let len = parts * classes * slices;
+        PartStats { classes, slices, first_part, parts, mean: vec![0.0; len], m2: vec![0.0; len] }
+    }
+
+    /// Store the stats of slices j0.. of part `part` (an absolute part index) from a device download.
+    fn put(&mut self, part: usize, j0: usize, w: usize, mean: &[f64], m2: &[f64]) {
+        let p = part - self.first_part;
+        for c in 0..self.classes {
+            let at = (p * self.classes + c) * self.slices + j0;
+            self.mean[at..at + w].copy_from_slice(&mean[c * w..(c + 1) * w]);
+            self.m2[at..at + w].copy_from_slice(&m2[c * w..(c + 1) * w]);
+        }
+    }
+
+    /// Statistics of slices [j0, j1) folded over the parts in order, as `ClassSliceStats::of_block`.
+    pub fn fold(&self, classes: &Classes, j0: usize, j1: usize) -> Result<ClassSliceStats> {
+        let (cs, w) = (self.classes, j1 - j0);
+        let mut total = ClassSliceStats::empty(cs, w);
+        for p in 0..self.parts {
+            let mut s = ClassSliceStats::empty(cs, w);
+            let rows = (self.first_part + p) * STATS_ROWS..((self.first_part + p + 1) * STATS_ROWS).min(classes.samples());
+            for &c in &classes.of_sample[rows] {
+                s.count[c as usize] += 1;
+            }
+            for c in 0..cs {
+                let at = (p * cs + c) * self.slices;
+                s.mean[c * w..(c + 1) * w].copy_from_slice(&self.mean[at + j0..at + j1]);
+                s.m2[c * w..(c + 1) * w].copy_from_slice(&self.m2[at + j0..at + j1]);
+            }
+            total.merge(&s)?;
+        }
+        Ok(total)
+    }
+
+    /// Parts of a shard, i of `of`, of a dataset of n samples: shards take contiguous part ranges.
+    pub fn shard_parts(n: usize, shard: usize, of: usize) -> std::ops::Range<usize> {
+        let parts = n.div_ceil(STATS_ROWS);
+        shard * parts / of..(shard + 1) * parts / of
+    }
+
+    /// Concatenate shards (in any order) that together cover parts 0..parts exactly once.
+    pub fn concat(mut shards: Vec<PartStats>, parts: usize) -> Result<PartStats> {
+        shards.sort_by_key(|s| s.first_part);
+        let first = shards.first().ok_or_else(|| Error::Input("no shard statistics to merge".into()))?;
+        let mut all = PartStats::empty(first.classes, first.slices, 0, 0);
+        for s in &shards {
+            if (s.classes, s.slices) != (all.classes, all.slices) {
+                return Err(Error::Input(format!(
+                    "shards disagree: {} classes × {} slices vs {} × {}",
+                    s.classes, s.slices, all.classes, all.slices
+                )));
+            }
+            if s.first_part != all.parts {
+                return Err(Error::Input(format!("shards leave a gap or overlap at part {} (next shard starts at {})", all.parts, s.first_part)));
+            }
+            all.parts += s.parts;
+            all.mean.extend_from_slice(&s.mean);
+            all.m2.extend_from_slice(&s.m2);
+        }
+        if all.parts != parts {
+            return Err(Error::Input(format!("the shards cover {} of {parts} parts of {STATS_ROWS} samples", all.parts)));
+        }
+        Ok(all)
+    }
+}
+
+/// Columns [j0, j1) of a model.
+fn model_columns(m: &SliceModel, j0: usize, j1: usize) -> SliceModel {
+    let cs = m.classes;
+    SliceModel {
+        classes: cs,
+        slices: j1 - j0,
+        mu: m.mu[j0 * cs..j1 * cs].to_vec(),
+        inv_sigma: m.inv_sigma[j0 * cs..j1 * cs].to_vec(),
+        log_weight: m.log_weight[j0 * cs..j1 * cs].to_vec(),
+        log_prior: m.log_prior.clone(),
+        degenerate: m.degenerate[j0..j1].to_vec(),
+    }
+}
+
+/// The pipeline's device buffers, sized for one chunk × one block.
+struct Bufs<B: Backend> {
+    x: B::Buffer,
+    dirs: B::Buffer,
+    proj: B::Buffer,
+    labels: B::Buffer,
+    stats: B::Buffer,
+    model: B::Buffer,
+    excluded: B::Buffer,
+    /// Excluded flags of all K slices (u32), for the per-sample summary.
+    flags: B::Buffer,
+    pmi: B::Buffer,
+    summary: B::Buffer,
+}
+
+struct Run<'a, B: Backend> {
+    dev: &'a Device<B>,
+    x: &'a [f32],
+    n: usize,
+    d: usize,
+    classes: &'a Classes,
+    dirs: &'a Directions,
+    slices: usize,
+    plan: Plan,
+    bufs: Bufs<B>,
+    labels_u32: Vec<u32>,
+}
+
+impl<'a, B: Backend> Run<'a, B> {
+    fn new(dev: &'a Device<B>, x: &'a [f32], n: usize, d: usize, classes: &'a Classes, dirs: &'a Directions, slices: usize, plan: Plan) -> Result<Self> {
+        let (m, w, cs) = (plan.chunk, plan.block, classes.len());
+        for (what, len) in [("features chunk", m * d), ("projection block", m * w), ("pmi chunk", m * slices), ("directions", w * d)] {
+            if len > dev.backend.max_view_len() {
+                return Err(Error::Backend(format!(
+                    "the {what} ({len} words) exceeds the {} backend's largest binding ({} words): lower --max-memory or --block",
+                    dev.backend.name(),
+                    dev.backend.max_view_len()
+                )));
+            }
+        }
+        let bufs = Bufs {
+            x: dev.alloc(m * d)?,
+            dirs: dev.alloc(w * d)?,
+            proj: dev.alloc(m * w)?,
+            labels: dev.alloc(m)?,
+            stats: dev.alloc(m.div_ceil(STATS_ROWS) * 4 * cs * w)?,
+            model: dev.alloc(2 * (3 * w * cs + cs))?,
+            excluded: dev.alloc(w)?,
+            flags: dev.alloc(slices)?,
+            pmi: dev.alloc(m * slices)?,
+            summary: dev.alloc(8 * m)?,
+        };
+        Ok(Run { dev, x, n, d, classes, dirs, slices, plan, bufs, labels_u32: classes.of_sample.clone() })
+    }
+
+    fn v<'b>(buf: &'b B::Buffer, len: usize) -> View<'b, B::Buffer> {
+        View::new(buf, 0, len)
+    }
+
+    fn blocks(&self) -> Vec<(usize, usize)> {
+        (0..self.slices).step_by(self.plan.block).map(|j0| (j0, (j0 + self.plan.block).min(self.slices))).collect()
+    }
+
+    /// Sample chunks of `rows` (chunk-aligned), as (first row, rows).
+    fn chunks(&self, rows: std::ops::Range<usize>) -> Vec<(usize, usize)> {
+        (rows.start..rows.end).step_by(self.plan.chunk).map(|i0| (i0, self.plan.chunk.min(rows.end - i0))).collect()
+    }
+
+    fn upload_chunk(&self, i0: usize, rows: usize) {
+        let d = self.d;
+        self.dev.upload_f32(Self::v(&self.bufs.x, rows * d), &self.x[i0 * d..(i0 + rows) * d]);
+        self.dev.upload_u32(Self::v(&self.bufs.labels, rows), &self.labels_u32[i0..i0 + rows]);
+    }
+
+    /// Directions of slices [j0, j1) on the device, then P = X·Θᵀ for the uploaded chunk.
+    fn project(&self, rows: usize, j0: usize, j1: usize) -> Result<()> {
+        let (w, d) = (j1 - j0, self.d);
+        let dirs = Self::v(&self.bufs.dirs, w * d);
+        match self.dirs {
+            Directions::Seeded { seed, .. } => self.dev.exec(Op::SmiDirections { out: dirs, seed: *seed, slice0: j0, k: w, d }),
+            Directions::Explicit { .. } => self.dev.upload_f32(dirs, &self.dirs.block(j0, j1)?),
+        }
+        let out = Self::v(&self.bufs.proj, rows * w);
+        self.dev.exec(Op::SmiProject { out, x: Self::v(&self.bufs.x, rows * d), dirs, n: rows, d, k: w });
+        Ok(())
+    }
+
+    /// Class statistics of the projected chunk (rows from i0) into `into`.
+    fn stats(&self, i0: usize, rows: usize, j0: usize, w: usize, into: &mut PartStats) {
+        let cs = self.classes.len();
+        let parts = rows.div_ceil(STATS_ROWS);
+        let stats = Self::v(&self.bufs.stats, parts * 4 * cs * w);
+        let (proj, labels) = (Self::v(&self.bufs.proj, rows * w), Self::v(&self.bufs.labels, rows));
+        self.dev.exec(Op::SmiClassStats { stats, proj, labels, n: rows, k: w, classes: cs });
+        let words = words_to_f64(&self.dev.download_u32(stats));
+        for (p, part) in words.chunks(2 * cs * w).enumerate() {
+            let (mean, m2) = part.split_at(cs * w);
+            into.put(i0 / STATS_ROWS + p, j0, w, mean, m2);
+        }
+    }
+
+    fn upload_model(&self, m: &SliceModel) {
+        let mut values = Vec::with_capacity(3 * m.mu.len() + m.log_prior.len());
+        for a in [&m.mu, &m.inv_sigma, &m.log_weight, &m.log_prior] {
+            values.extend_from_slice(a);
+        }
+        self.dev.upload_u32(Self::v(&self.bufs.model, 2 * values.len()), &f64_to_words(&values));
+        let ex: Vec<u32> = m.degenerate.iter().map(|&e| e as u32).collect();
+        self.dev.upload_u32(Self::v(&self.bufs.excluded, ex.len()), &ex);
+    }
+
+    fn score(&self, rows: usize, j0: usize, w: usize) {
+        let b = &self.bufs;
+        self.dev.exec(Op::SmiScore {
+            pmi: Self::v(&b.pmi, rows * self.slices),
+            proj: Self::v(&b.proj, rows * w),
+            labels: Self::v(&b.labels, rows),
+            model: Self::v(&b.model, 2 * (3 * w * self.classes.len() + self.classes.len())),
+            excluded: Self::v(&b.excluded, w),
+            n: rows,
+            k: w,
+            classes: self.classes.len(),
+            ld: self.slices,
+            col0: j0,
+        });
+    }
+
+    fn summarize(&self, rows: usize, excluded: &[bool]) -> Vec<[f64; 4]> {
+        let ex: Vec<u32> = excluded.iter().map(|&e| e as u32).collect();
+        let b = &self.bufs;
+        let flags = Self::v(&b.flags, self.slices);
+        self.dev.upload_u32(flags, &ex);
+        let out = Self::v(&b.summary, 8 * rows);
+        self.dev.exec(Op::SmiRowSummary { out, pmi: Self::v(&b.pmi, rows * self.slices), excluded: flags, n: rows, k: self.slices });
+        words_to_f64(&self.dev.download_u32(out)).chunks(4).map(|r| [r[0], r[1], r[2], r[3]]).collect()
+    }
+
+    /// Projected columns of the chunk, for KSG on the host.
+    fn download_proj(&self, rows: usize, w: usize, into: &mut [f32]) {
+        into.copy_from_slice(&self.dev.download_f32(Self::v(&self.bufs.proj, rows * w)));
+    }
+}
+
+/// What the first pass is for.
+struct FirstPass<'j> {
+    stats: bool,
+    ksg: Option<(&'j KsgOptions, Option<&'j Jitter>)>,
+}
+
+/// Block-outer pass over sample chunks of `rows`: statistics (into a PartStats of those rows' parts)
+/// and/or the per-slice KSG MI (all samples only).
+fn first_pass<B: Backend>(r: &Run<'_, B>, rows: std::ops::Range<usize>, what: FirstPass<'_>, progress: &dyn Fn(usize)) -> Result<(Option<PartStats>, Vec<f64>)> {
+    let (p0, p1) = (rows.start / STATS_ROWS, rows.end.div_ceil(STATS_ROWS));
+    let mut stats = what.stats.then(|| PartStats::empty(r.classes.len(), r.slices, p0, p1 - p0));
+    let mut ksg_mi = Vec::new();
+    for (j0, j1) in r.blocks() {
+        let w = j1 - j0;
+        let mut host_p = if what.ksg.is_some() { vec![0f32; r.n * w] } else { Vec::new() };
+        for (i0, m) in r.chunks(rows.clone()) {
+            r.upload_chunk(i0, m);
+            r.project(m, j0, j1)?;
+            if let Some(s) = stats.as_mut() {
+                r.stats(i0, m, j0, w, s);
+            }
+            if what.ksg.is_some() {
+                r.download_proj(m, w, &mut host_p[i0 * w..(i0 + m) * w]);
+            }
+        }
+        if let Some((k, jitter)) = what.ksg {
+            ksg_mi.extend(ksg_mi_columns(&host_p, r.n, w, r.classes, k, jitter, j0)?);
+        }
+        progress(j1);
+    }
+    Ok((stats, ksg_mi))
+}
+
+/// Inputs of a device PSMI run: n × d features (row-major f32) and their classes.
+pub struct Input<'a> {
+    pub x: &'a [f32],
+    pub n: usize,
+    pub d: usize,
+    pub classes: &'a Classes,
+}
+
+fn prepare<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directions, slices: usize, opts: &PipelineOptions) -> Result<Plan> {
+    check_inputs(&Dense { x: inp.x, n: inp.n, d: inp.d }, inp.classes, dirs)?;
+    if slices == 0 {
+        return Err(Error::Input("need at least one slice".into()));
+    }
+    if let Some(avail) = dirs.available() {
+        if avail < slices {
+            return Err(Error::Input(format!("{slices} slices asked for but only {avail} directions supplied")));
+        }
+    }
+    if slices > u32::MAX as usize || inp.d > 2 * u32::MAX as usize {
+        return Err(Error::Input(format!("{slices} slices of dimension {} exceed the direction generator's 32-bit counters", inp.d)));
+    }
+    let _ = dev;
+    plan(inp.n, inp.d, slices, inp.classes.len(), opts)
+}
+
+/// Statistics of one shard (`shard` of `of`) of the samples: its parts, for `memsieve screen merge`.
+pub fn shard_stats<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directions, slices: usize, opts: &PipelineOptions, shard: usize, of: usize, progress: &dyn Fn(usize)) -> Result<PartStats> {
+    if of == 0 || shard >= of {
+        return Err(Error::Input(format!("--shard {shard}/{of}: need 0 ≤ i < N")));
+    }
+    let plan = prepare(dev, inp, dirs, slices, &PipelineOptions { ksg: None, ..opts.clone() })?;
+    let parts = PartStats::shard_parts(inp.n, shard, of);
+    if of > inp.n.div_ceil(STATS_ROWS) {
+        return Err(Error::Input(format!(
+            "--shard {shard}/{of}: {} samples make only {} parts of {STATS_ROWS}; use at most that many shards",
+            inp.n,
+            inp.n.div_ceil(STATS_ROWS)
+        )));
+    }
+    let r = Run::new(dev, inp.x, inp.n, inp.d, inp.classes, dirs, slices, plan)?;
+    let rows = parts.start * STATS_ROWS..(parts.end * STATS_ROWS).min(inp.n);
+    let (stats, _) = first_pass(&r, rows, FirstPass { stats: true, ksg: None }, progress)?;
+    Ok(stats.expect("asked for statistics"))
+}
+
+/// PSMI of every sample over `slices` directions on `dev` (and the per-slice KSG MI when asked),
+/// from the class statistics in `given` (merged shards) or computed here.
+/// `progress(done, total)` counts slice blocks of both passes.
+#[allow(clippy::too_many_arguments)]
+pub fn psmi_on_device<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directions, slices: usize, opts: &PipelineOptions, given: Option<&PartStats>, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<(PsmiScores, Plan)> {
+    let plan = prepare(dev, inp, dirs, slices, opts)?;
+    if let Some(g) = given {
+        if (g.classes, g.slices, g.first_part, g.parts) != (inp.classes.len(), slices, 0, inp.n.div_ceil(STATS_ROWS)) {
+            return Err(Error::Input("the merged statistics do not describe these samples and slices".into()));
+        }
+    }
+    let r = Run::new(dev, inp.x, inp.n, inp.d, inp.classes, dirs, slices, plan)?;
+    let jitter = match &opts.ksg {
+        Some(k) if k.sklearn_exact => Some(Jitter::new(inp.n, slices)),
+        _ => None,
+    };
+    let ksg = opts.ksg.as_ref().map(|k| (k, jitter.as_ref()));
+    let single = plan.chunk >= inp.n;
+    let passes = if single { 1 } else { 2 };
+    let report = |pass: usize, done: usize| progress(pass * slices + done, passes * slices);
+
+    // Statistics (and KSG) first when the samples come in several chunks.
+    let mut ksg_mi = Vec::new();
+    let mut stats = given.cloned();
+    if !single && (stats.is_none() || ksg.is_some()) {
+        let (s, k) = first_pass(&r, 0..inp.n, FirstPass { stats: stats.is_none(), ksg }, &|j| report(0, j))?;
+        ksg_mi = k;
+        stats = stats.or(s);
+    }
+    let full_model = match &stats {
+        Some(s) => Some(s.fold(inp.classes, 0, slices)?.model(opts.ddof)),
+        None => None,
+    };
+
+    let mut excluded = vec![false; slices];
+    let mut summaries = Vec::with_capacity(inp.n);
+    let blocks = r.blocks();
+    for (i0, m) in r.chunks(0..inp.n) {
+        r.upload_chunk(i0, m);
+        for &(j0, j1) in &blocks {
+            let w = j1 - j0;
+            r.project(m, j0, j1)?;
+            let model = match &full_model {
+                Some(full) => model_columns(full, j0, j1),
+                None => {
+                    // One chunk: this block's statistics come straight from its projection.
+                    let mut s = PartStats::empty(inp.classes.len(), w, 0, inp.n.div_ceil(STATS_ROWS));
+                    r.stats(0, m, 0, w, &mut s);
+                    s.fold(inp.classes, 0, w)?.model(opts.ddof)
+                }
+            };
+            if single {
+                if let Some((k, jitter)) = ksg {
+                    let mut host_p = vec![0f32; m * w];
+                    r.download_proj(m, w, &mut host_p);
+                    ksg_mi.extend(ksg_mi_columns(&host_p, m, w, inp.classes, k, jitter, j0)?);
+                }
+            }
+            excluded[j0..j1].copy_from_slice(&model.degenerate);
+            r.upload_model(&model);
+            r.score(m, j0, w);
+            if single {
+                report(0, j1);
+            }
+        }
+        summaries.extend(r.summarize(m, &excluded));
+        if !single {
+            report(1, (i0 + m) * slices / inp.n);
+        }
+    }
+    let excluded: Vec<usize> = excluded.iter().enumerate().filter(|(_, &e)| e).map(|(j, _)| j).collect();
+    if excluded.len() == slices {
+        return Err(Error::Numerical(format!("all {slices} slices are degenerate (some class is constant on every slice)")));
+    }
+    Ok((PsmiScores::from_summaries(&summaries, slices, excluded, ksg_mi), plan))
+}
