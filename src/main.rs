@@ -35,6 +35,8 @@ enum Command {
     Data(cli::data::DataArgs),
     /// Screen a labelled feature matrix for memorization: per-sample PSMI and dataset SMI (cpu).
     Screen(cli::screen::ScreenArgs),
+    /// Experiments that test the paper's claims on TinyMem (predict-memorization).
+    Experiment(cli::experiment::ExperimentArgs),
     /// Backends found on this machine.
     Info,
 }
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => cli::generate::run(&ctx, a),
         Command::Data(a) => cli::data::run(a),
         Command::Screen(a) => cli::screen::run(ctx.threads, a),
+        Command::Experiment(a) => cli::experiment::run(&ctx, a),
         Command::Info => cli::info(),
     };
     match result {

@@ -20,11 +20,25 @@ pub enum Precision {
 #[derive(Args)]
 pub struct ScreenArgs {
     /// Features: n × d .npy (f32, f64 or f16).
-    #[arg(long)]
-    pub features: PathBuf,
+    #[arg(long, required_unless_present = "model", requires = "labels")]
+    pub features: Option<PathBuf>,
     /// Labels: n integer labels .npy (the labels the model was trained on, noise included).
-    #[arg(long)]
-    pub labels: PathBuf,
+    #[arg(long, required_unless_present = "model")]
+    pub labels: Option<PathBuf>,
+    /// Instead of --features/--labels: a model directory whose hidden states on --data are screened.
+    #[arg(long, requires = "data", conflicts_with_all = ["features", "labels"])]
+    pub model: Option<PathBuf>,
+    /// JSONL token rows for --model; each sample is labelled with its next token.
+    #[arg(long, requires = "model")]
+    pub data: Option<PathBuf>,
+    /// Hidden state for --model: 0 (embeddings) … n_layer (after ln_f, HF's last), `last`, or `all`
+    /// (one output folder per layer, layer_N).
+    #[arg(long, default_value = "last")]
+    pub layer: String,
+    /// Samples for --model: every predicted position of each row, or only the answer (the last
+    /// token of each row, read at the position before it).
+    #[arg(long, value_enum, default_value_t = smi::extract::At::Every)]
+    pub at: smi::extract::At,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -114,14 +128,24 @@ pub fn flag(mean: &[f64], rule: &FlagRule) -> Vec<usize> {
 
 pub fn run(threads: usize, a: ScreenArgs) -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| Error::Backend(format!("thread pool: {e}")))?;
-    pool.install(|| screen(a))
+    pool.install(|| match (&a.model, &a.data, &a.features, &a.labels) {
+        (Some(model), Some(data), _, _) => {
+            for f in smi::extract::from_files(model, data, &a.layer, a.at, threads)? {
+                let out = if f.of_many { a.out.join(format!("layer_{}", f.layer)) } else { a.out.clone() };
+                smi::extract::write_positions(&out.join("positions.csv"), &f.positions)?;
+                println!("hidden state {} of {}:", f.layer, model.display());
+                screen(&a, f.features, f.positions.labels, &out)?;
+            }
+            Ok(())
+        }
+        (_, _, Some(features), Some(labels)) => screen(&a, npy::read_features(features)?, npy::read_labels(labels)?, &a.out),
+        _ => Err(Error::Input("give --features and --labels, or --model and --data".into())),
+    })
 }
 
-fn screen(a: ScreenArgs) -> Result<()> {
+fn screen(a: &ScreenArgs, x: npy::Matrix<f32>, labels: Vec<i64>, out: &std::path::Path) -> Result<()> {
     let started = std::time::Instant::now();
     let ddof = Ddof::from_u8(a.ddof)?;
-    let x = npy::read_features(&a.features)?;
-    let labels = npy::read_labels(&a.labels)?;
     smi::check_counts(x.rows, labels.len())?;
     let classes = Classes::new(&labels)?;
     let (dirs, source) = match &a.directions {
@@ -167,7 +191,7 @@ fn screen(a: ScreenArgs) -> Result<()> {
     for &i in &flagged {
         is_flagged[i] = true;
     }
-    write_outputs(&a.out, &scores, &labels, &flagged, &is_flagged)?;
+    write_outputs(out, &scores, &labels, &flagged, &is_flagged)?;
     let mut ksg = scores.ksg_mi.clone();
     let report = SmiReport {
         samples: x.rows,
@@ -185,7 +209,7 @@ fn screen(a: ScreenArgs) -> Result<()> {
         ksg: KsgReport { options: opts.ksg.clone().expect("set above"), per_slice: Summary::of(&mut ksg) },
         seconds: started.elapsed().as_secs_f64(),
     };
-    super::write_json(&a.out.join("smi.json"), &report)?;
+    super::write_json(&out.join("smi.json"), &report)?;
     print_table(&report, &scores, &labels, &flagged);
     if a.auto && !scores.converged {
         eprintln!("warning: auto mode stopped at the cap of {} directions without meeting its rule", scores.slices);

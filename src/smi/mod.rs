@@ -7,11 +7,14 @@
 //! one to one. This is the cpu implementation (rayon).
 
 pub mod directions;
+pub mod extract;
 pub mod ksg;
+pub mod lira;
 pub mod mt19937;
 pub mod npy;
 pub mod project;
 pub mod psmi;
+pub mod roc;
 pub mod stats;
 
 pub use directions::Directions;
