@@ -54,6 +54,20 @@ fn tiny_experiment_writes_consistent_outputs() {
     let samples = std::fs::read_to_string(dir.join("samples.csv")).unwrap();
     assert_eq!(samples.lines().count(), 101);
     assert!(samples.starts_with("index,label,true_label,memo,memo_fixed_variance,final_gap,loss,gap,psmi_l0,psmi_l1\n"));
+    // The saved prediction-checkpoint model and rows reproduce the PSMI column through `screen`.
+    let o = Command::new(env!("CARGO_BIN_EXE_memsieve"))
+        .args(["screen", "--model", dir.join("prediction_model").to_str().unwrap(), "--data", dir.join("target_rows.jsonl").to_str().unwrap()])
+        .args(["--at", "answer", "--layer", "1", "--slices", "40", "--seed", "0", "--out", dir.join("screen").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let screened = std::fs::read_to_string(dir.join("screen/scores.csv")).unwrap();
+    for (a, b) in samples.lines().skip(1).zip(screened.lines().skip(1)) {
+        let want: f64 = a.split(',').nth(9).unwrap().parse().unwrap();
+        let got: f64 = b.split(',').nth(2).unwrap().parse().unwrap();
+        assert!((want - got).abs() < 1e-4, "{a} vs {b}");
+    }
+    assert_eq!(screened.lines().count(), 101);
     let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("token_level,")), "{metrics}");
     assert!(metrics.lines().any(|l| l.starts_with("classification,memo >= 4,loss,")), "{metrics}");

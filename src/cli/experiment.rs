@@ -33,49 +33,49 @@ pub struct PredictArgs {
     #[arg(long, default_value = "runs/predict-memorization")]
     pub out: PathBuf,
     /// Classification rows (starts 0..pool); each model trains on a random half.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = PredictOptions::default().data.pool)]
     pub pool: usize,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = PredictOptions::default().data.prompt_numbers)]
     pub prompt_numbers: usize,
-    #[arg(long, default_value_t = 1.0 / 30.0)]
+    #[arg(long, default_value_t = PredictOptions::default().data.label_noise)]
     pub label_noise: f64,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = PredictOptions::default().layers)]
     pub layers: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = PredictOptions::default().shadows)]
     pub shadows: usize,
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = PredictOptions::default().epochs)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = PredictOptions::default().batch)]
     pub batch: usize,
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = PredictOptions::default().adam.lr)]
     pub lr: f32,
     /// AdamW weight decay of the classification models (TinyMem's 0.1 by default).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = PredictOptions::default().adam.weight_decay)]
     pub weight_decay: f32,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = PredictOptions::default().checkpoints_per_epoch)]
     pub checkpoints_per_epoch: usize,
     /// PSMI slices K.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = PredictOptions::default().slices)]
     pub slices: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = PredictOptions::default().memo_threshold)]
     pub memo_threshold: f64,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = PredictOptions::default().top_fraction)]
     pub top_fraction: f64,
     /// Skip the token-level variant.
     #[arg(long)]
     pub no_token_level: bool,
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = TokenOptions::default().epochs)]
     pub token_epochs: usize,
     /// Start values of the LM data's main distribution.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = TokenOptions::default().data.num_7)]
     pub token_num7: usize,
-    /// Noised LM sequences (half ×10, half ×100).
-    #[arg(long, default_value_t = 40)]
+    /// Noised LM sequences (each ×10).
+    #[arg(long, default_value_t = TokenOptions::default().data.num_noise)]
     pub token_noise: usize,
     /// Clean rows beside the noised ones in the token-level PSMI fit.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = TokenOptions::default().clean_rows)]
     pub token_clean_rows: usize,
 }
 
@@ -250,6 +250,15 @@ fn write_outputs(out: &std::path::Path, cls: &PredictReport, tok: Option<&TokenR
         }
     }
     write_atomic(out.join("metrics.csv"), m.as_bytes())?;
+
+    // The target at the prediction checkpoint and its training rows (line k = samples.csv row k), so
+    // `memsieve screen --model DIR/prediction_model --data DIR/target_rows.jsonl --at answer` reproduces
+    // the PSMI columns.
+    crate::checkpoint::save_model(out.join("prediction_model"), &cls.model_config, &cls.prediction_params, &[])?;
+    let data = crate::data::classify::ClassifyData::generate(&cls.options.data)?;
+    let rows: Vec<usize> = cls.samples.iter().map(|r| r.index).collect();
+    let lengths: Vec<usize> = rows.iter().map(|&i| data.lengths[i]).collect();
+    crate::data::save_jsonl(out.join("target_rows.jsonl"), &data.tokens.select(&rows), Some(&lengths))?;
 
     let layers = cls.options.layers;
     let mut s = String::from("index,label,true_label,memo,memo_fixed_variance,final_gap,loss,gap");

@@ -41,12 +41,12 @@ pub struct PredictOptions {
 impl Default for PredictOptions {
     fn default() -> Self {
         PredictOptions {
-            data: ClassifyConfig::default(),
+            data: ClassifyConfig { pool: 1000, ..ClassifyConfig::default() },
             layers: 2,
             shadows: 16,
-            epochs: 12,
+            epochs: 20,
             batch: 32,
-            adam: AdamW { lr: 2e-3, ..AdamW::default() },
+            adam: AdamW { lr: 3e-3, ..AdamW::default() },
             checkpoints_per_epoch: 5,
             slices: 2000,
             seed: 0,
@@ -155,6 +155,10 @@ pub struct PredictReport {
     pub results: Vec<GroundTruthResult>,
     #[serde(skip)]
     pub samples: Vec<SampleRow>,
+    /// The target's configuration and parameters at the prediction checkpoint.
+    pub model_config: ModelConfig,
+    #[serde(skip)]
+    pub prediction_params: Vec<f32>,
     pub seconds: f64,
 }
 
@@ -348,6 +352,8 @@ pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &PredictOptions, pb: &indicatif:
         psmi_errors,
         results,
         samples,
+        model_config: cfg,
+        prediction_params: params,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -37,21 +37,22 @@ impl Default for TokenOptions {
     fn default() -> Self {
         TokenOptions {
             // Short sequences (14 numbers, ≤ 57 tokens; the window 20..40 ends before the shortest
-            // row's EOS), 40 noised rows in two duplication classes (×10, ×100).
+            // row's EOS), 100 noised rows ×10 beside 410 clean ones: at 12 epochs some of the
+            // noised rows are memorized and some not (measured), so there is something to predict.
             data: MathDataConfig {
                 task: MathTask::Increment,
-                num_7: 500,
+                num_7: 560,
                 num_extra: 0,
                 num_test: 50,
-                num_noise: 40,
+                num_noise: 100,
                 length: 14,
                 max_ctx: 64,
                 duplicate: true,
-                dup_powers: vec![1, 2],
+                dup_powers: vec![1],
                 ..MathDataConfig::default()
             },
             layers: 2,
-            epochs: 6,
+            epochs: 12,
             batch: 64,
             adam: AdamW { lr: 3e-3, ..AdamW::default() },
             checkpoints_per_epoch: 5,
@@ -245,8 +246,11 @@ pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &TokenOptions, pb: &indicatif::P
     scores.push(score_metrics("loss window", None, &lw, &positive)?);
     let ln: Vec<f64> = rows.iter().map(|r| nan_to(r.loss_noised, 0.0)).collect();
     scores.push(score_metrics("loss noised", None, &ln, &positive)?);
+    // With several duplication classes, the number of copies is the obvious baseline.
     let dup: Vec<f64> = rows.iter().map(|r| r.copies as f64).collect();
-    scores.push(score_metrics("copies", None, &dup, &positive)?);
+    if dup.iter().any(|&c| c != dup[0]) {
+        scores.push(score_metrics("copies", None, &dup, &positive)?);
+    }
 
     Ok(TokenReport {
         options: o.clone(),
