@@ -91,12 +91,15 @@ impl Schedule<'_> {
     }
 }
 
+/// Targets of a batch from its row indices and tokens.
+pub type TargetsFn<'a> = dyn Fn(&[usize], &[u32]) -> Vec<u32> + 'a;
+
 /// Train with AdamW over shuffled epochs; `targets(rows, tokens)` gives each batch's targets.
 /// `on_checkpoint(step, model)` runs at step 0, every `every` steps and after the last step.
 pub fn run_schedule<B: Backend>(
     model: &mut Model<B>,
     s: &Schedule,
-    targets: &dyn Fn(&[usize], &[u32]) -> Vec<u32>,
+    targets: &TargetsFn,
     pb: &ProgressBar,
     on_checkpoint: &mut dyn FnMut(usize, &mut Model<B>) -> Result<()>,
 ) -> Result<()> {

@@ -93,6 +93,9 @@ pub fn answer_eval<B: Backend>(model: &mut Model<B>, data: &ClassifyData, rows: 
     Ok(out)
 }
 
+/// Mean PSMI per sample, or why it could not be computed.
+type PsmiOrWhy = std::result::Result<Vec<f64>, String>;
+
 /// One recorded checkpoint of the target.
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckpointInfo {
@@ -215,15 +218,15 @@ pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &PredictOptions, pb: &indicatif:
 
     // Shadows: final gaps on the whole pool.
     let mut shadow_gaps: Vec<ShadowGaps> = vec![ShadowGaps::default(); n];
-    for s in 1..=o.shadows {
+    for (s, members) in splits.iter().enumerate().skip(1) {
         pb.set_prefix(format!("shadow {s}/{}", o.shadows));
         let seed = o.seed.wrapping_mul(1000) + s as u64;
         let mut m = Model::new(dev.clone(), cfg.clone(), seed)?;
-        let sched = Schedule { rows: &data.tokens, members: &splits[s], epochs: o.epochs, batch: o.batch, adam: o.adam, seed, every: usize::MAX };
+        let sched = Schedule { rows: &data.tokens, members, epochs: o.epochs, batch: o.batch, adam: o.adam, seed, every: usize::MAX };
         run_schedule(&mut m, &sched, &targets, pb, &mut |_, _| Ok(()))?;
         let ev = answer_eval(&mut m, &data, &all, eval_batch)?;
         let mut is_in = vec![false; n];
-        for &r in &splits[s] {
+        for &r in members {
             is_in[r] = true;
         }
         for i in 0..n {
@@ -258,7 +261,7 @@ pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &PredictOptions, pb: &indicatif:
     };
     let layers: Vec<usize> = (0..=o.layers).collect();
     let mut probe = Model::new(dev.clone(), cfg.clone(), 0)?;
-    let mut features = |params: &[f32], layers: &[usize]| -> Result<(AnswerEval, Vec<std::result::Result<Vec<f64>, String>>)> {
+    let mut features = |params: &[f32], layers: &[usize]| -> Result<(AnswerEval, Vec<PsmiOrWhy>)> {
         probe.upload_params(params);
         let ev = answer_eval(&mut probe, &data, target_rows, eval_batch)?;
         let h = hidden_states(&mut probe, &data.tokens, &at, layers, eval_batch, &|_, _| {})?;

@@ -234,8 +234,8 @@ pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &TokenOptions, pb: &indicatif::P
     }
     let positive: Vec<bool> = rows.iter().map(|r| r.memorized).collect();
     let mut scores = Vec::new();
-    for l in 0..=o.layers {
-        if psmi[l].first().is_some_and(|v| v.is_finite()) {
+    for (l, p) in psmi.iter().enumerate() {
+        if p.first().is_some_and(|v| v.is_finite()) {
             let w: Vec<f64> = rows.iter().map(|r| -r.psmi_window[l]).collect();
             scores.push(score_metrics("-psmi window", Some(l), &w, &positive)?);
             let z: Vec<f64> = rows.iter().map(|r| -nan_to(r.psmi_noised[l], 0.0)).collect();
