@@ -36,6 +36,8 @@ enum Command {
     /// Screen a labelled feature matrix for memorization: per-sample PSMI and dataset SMI.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Screen(cli::screen::ScreenCommand),
+    /// Experiments that test the paper's claims on TinyMem (predict-memorization).
+    Experiment(cli::experiment::ExperimentArgs),
     /// Backends found on this machine.
     Info,
 }
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => cli::generate::run(&ctx, a),
         Command::Data(a) => cli::data::run(a),
         Command::Screen(a) => cli::screen::run(&ctx, a),
+        Command::Experiment(a) => cli::experiment::run(&ctx, a),
         Command::Info => cli::info(),
     };
     match result {

@@ -6,6 +6,7 @@ pub mod report;
 pub mod screen;
 pub mod demo;
 pub mod eval;
+pub mod experiment;
 pub mod generate;
 pub mod train;
 

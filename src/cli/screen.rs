@@ -15,17 +15,31 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ScreenArgs {
     /// Features: n × d, .npy (f16, f32, f64) or .safetensors (F16, BF16, F32, F64).
-    #[arg(long)]
-    pub features: PathBuf,
+    #[arg(long, required_unless_present = "model", requires = "labels")]
+    pub features: Option<PathBuf>,
     /// The features' tensor in a .safetensors file (default: its only tensor, or `features`).
     #[arg(long)]
     pub features_tensor: Option<String>,
     /// Labels: n integers, .npy or .safetensors (the labels the model was trained on, noise included).
-    #[arg(long)]
-    pub labels: PathBuf,
+    #[arg(long, required_unless_present = "model")]
+    pub labels: Option<PathBuf>,
     /// The labels' tensor in a .safetensors file (default: its only tensor, or `labels`).
     #[arg(long)]
     pub labels_tensor: Option<String>,
+    /// Instead of --features/--labels: a model directory whose hidden states on --data are screened.
+    #[arg(long, requires = "data", conflicts_with_all = ["features", "labels"])]
+    pub model: Option<PathBuf>,
+    /// JSONL token rows for --model; each sample is labelled with its next token.
+    #[arg(long, requires = "model")]
+    pub data: Option<PathBuf>,
+    /// Hidden state for --model: 0 (embeddings) … n_layer (after ln_f, HF's last), `last`, or `all`
+    /// (one output folder per layer, layer_N).
+    #[arg(long, default_value = "last")]
+    pub layer: String,
+    /// Samples for --model: every predicted position of each row, or only the answer (the last
+    /// token of each row, read at the position before it).
+    #[arg(long, value_enum, default_value_t = smi::extract::At::Every)]
+    pub at: smi::extract::At,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -183,10 +197,32 @@ pub fn flag(mean: &[f64], rule: &FlagRule) -> Vec<usize> {
 
 pub fn run(ctx: &super::Context, cmd: ScreenCommand) -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(ctx.threads).build().map_err(|e| Error::Backend(format!("thread pool: {e}")))?;
-    pool.install(|| match cmd.sub {
-        Some(ScreenSub::Merge(m)) => screen(ctx, m.args, Some(m.shards)),
-        None => screen(ctx, cmd.args.ok_or_else(|| Error::Input("memsieve screen needs --features, --labels and --out".into()))?, None),
+    pool.install(|| match &cmd.sub {
+        Some(ScreenSub::Merge(m)) => screen_inputs(ctx, &m.args, Some(&m.shards)),
+        None => screen_inputs(ctx, cmd.args.as_ref().ok_or_else(|| Error::Input("memsieve screen needs --features, --labels and --out".into()))?, None),
     })
+}
+
+/// Features and labels from files, or the hidden states of a model on a dataset (one screen per layer).
+fn screen_inputs(ctx: &super::Context, a: &ScreenArgs, merge_from: Option<&std::path::Path>) -> Result<()> {
+    match (&a.model, &a.data, &a.features, &a.labels) {
+        (Some(model), Some(data), _, _) => {
+            for f in smi::extract::from_files(model, data, &a.layer, a.at, ctx.threads)? {
+                let out = if f.of_many { a.out.join(format!("layer_{}", f.layer)) } else { a.out.clone() };
+                smi::extract::write_positions(&out.join("positions.csv"), &f.positions)?;
+                println!("hidden state {} of {}:", f.layer, model.display());
+                let x = input::Features::f32(f.features.rows, f.features.cols, f.features.data);
+                screen(ctx, a, x, f.positions.labels, &out, merge_from)?;
+            }
+            Ok(())
+        }
+        (_, _, Some(features), Some(labels)) => {
+            let x = input::read_features(features, a.features_tensor.as_deref())?;
+            let y = input::read_labels(labels, a.labels_tensor.as_deref())?;
+            screen(ctx, a, x, y, &a.out, merge_from)
+        }
+        _ => Err(Error::Input("give --features and --labels, or --model and --data".into())),
+    }
 }
 
 /// What a shard manifest must say for this run's inputs.
@@ -228,11 +264,9 @@ fn on_backend<B: Backend>(dev: &Device<B>, a: &ScreenArgs, inp: &Input<'_>, dirs
     }
 }
 
-fn screen(ctx: &super::Context, a: ScreenArgs, merge_from: Option<PathBuf>) -> Result<()> {
+fn screen(ctx: &super::Context, a: &ScreenArgs, x: input::Features, labels: Vec<i64>, out: &std::path::Path, merge_from: Option<&std::path::Path>) -> Result<()> {
     let started = std::time::Instant::now();
     let ddof = Ddof::from_u8(a.ddof)?;
-    let x = input::read_features(&a.features, a.features_tensor.as_deref())?;
-    let labels = input::read_labels(&a.labels, a.labels_tensor.as_deref())?;
     smi::check_counts(x.rows, labels.len())?;
     let classes = Classes::new(&labels)?;
     let (dirs, source) = match &a.directions {
@@ -271,21 +305,21 @@ fn screen(ctx: &super::Context, a: ScreenArgs, merge_from: Option<PathBuf>) -> R
             let inp = Input { x: &x32, n: x.rows, d: x.cols, classes: &classes };
             let popts = PipelineOptions { ddof, block: a.block, ksg: opts.ksg.clone(), max_memory: a.max_memory };
             let want = manifest(&x32, x.rows, x.cols, &labels, &classes, slices, &source);
-            let given = match &merge_from {
+            let given = match merge_from {
                 Some(dir) => Some(shard::read_all(dir, &want)?),
                 None => None,
             };
             let (scores, part_stats, used, backend) =
-                super::on_device!(ctx, |dev| on_backend(dev, &a, &inp, &dirs, slices, &popts, given.as_ref(), &bar))?;
+                super::on_device!(ctx, |dev| on_backend(dev, a, &inp, &dirs, slices, &popts, given.as_ref(), &bar))?;
             bar.finish_and_clear();
             if let (Some(s), Some((i, of))) = (part_stats, a.shard) {
                 let m = shard::Manifest { shard: i, of, first_part: s.first_part, parts: s.parts, ..want };
-                shard::write(&a.out, &m, &s)?;
+                shard::write(out, &m, &s)?;
                 println!(
                     "shard {i}/{of}: class statistics of samples {}..{} over {slices} slices ({backend}) written to {}",
                     s.first_part * smi::psmi::STATS_ROWS,
                     ((s.first_part + s.parts) * smi::psmi::STATS_ROWS).min(x.rows),
-                    a.out.display()
+                    out.display()
                 );
                 return Ok(());
             }
@@ -310,7 +344,7 @@ fn screen(ctx: &super::Context, a: ScreenArgs, merge_from: Option<PathBuf>) -> R
     for &i in &flagged {
         is_flagged[i] = true;
     }
-    write_outputs(&a.out, &scores, &labels, &flagged, &is_flagged)?;
+    write_outputs(out, &scores, &labels, &flagged, &is_flagged)?;
     let mut ksg = scores.ksg_mi.clone();
     let report = SmiReport {
         samples: x.rows,
@@ -332,7 +366,7 @@ fn screen(ctx: &super::Context, a: ScreenArgs, merge_from: Option<PathBuf>) -> R
         ksg: KsgReport { options: opts.ksg.clone().expect("set above"), per_slice: Summary::of(&mut ksg) },
         seconds: started.elapsed().as_secs_f64(),
     };
-    super::write_json(&a.out.join("smi.json"), &report)?;
+    super::write_json(&out.join("smi.json"), &report)?;
     print_table(&report, &scores, &labels, &flagged);
     if a.auto && !scores.converged {
         eprintln!("warning: auto mode stopped at the cap of {} directions without meeting its rule", scores.slices);

@@ -3,6 +3,7 @@
 
 pub mod backdoor;
 pub mod batch;
+pub mod classify;
 pub mod dataset;
 pub mod jsonl;
 pub mod math;

@@ -8,7 +8,9 @@
 
 pub mod directions;
 pub mod input;
+pub mod extract;
 pub mod ksg;
+pub mod lira;
 pub mod mt19937;
 pub mod npy;
 pub mod pipeline;
@@ -16,6 +18,7 @@ pub mod project;
 pub mod project_bf16;
 pub mod psmi;
 pub mod shard;
+pub mod roc;
 pub mod stats;
 pub mod vmath;
 
