@@ -2,6 +2,7 @@
 //! (depn-attention.md §A2–A3, tinymem.md §5.4).
 
 use super::NeuronScores;
+use std::cmp::Reverse;
 use crate::error::{Error, Result};
 
 /// Where the m points of the IG path sit on [0, 1]; every convention divides the sum by m.
@@ -72,7 +73,7 @@ pub fn aggregate(per_text: &[Vec<(usize, usize)>], z: usize) -> Vec<(usize, usiz
     }
     // A stable sort by descending votes keeps first-seen order among equals.
     let mut ranked: Vec<(usize, usize, usize)> = seen.into_iter().map(|n| (n.0, n.1, votes[&n])).collect();
-    ranked.sort_by(|a, b| b.2.cmp(&a.2));
+    ranked.sort_by_key(|r| Reverse(r.2));
     ranked.truncate(z);
     ranked
 }
