@@ -49,11 +49,14 @@ def main():
     rows = [
         ("psmi package end to end (f64)", t_psmi, "psmi_f32", ours.get("psmi_f32")),
         ("psmi package end to end (f64)", t_psmi, "psmi_f64", ours.get("psmi_f64")),
+        ("psmi package end to end (f64)", t_psmi, "psmi_bf16", ours.get("psmi_bf16")),
         (f"sklearn KSG x {k} slices (from {a.ksg_slices})", t_ksg, "ksg_all_slices", ours.get("ksg_all_slices")),
     ]
     print(f"n {x.shape[0]}  d {x.shape[1]}  K {k}  threads {a.threads}; memsieve projection_f32 {ours.get('projection_f32', float('nan')):.3f} s")
     print(f"{'reference':<40} {'ref s':>9} {'memsieve':<16} {'ms s':>8} {'speed-up':>9}")
     for name, ref, ours_name, ours_s in rows:
+        if ours_s is None:
+            continue
         print(f"{name:<40} {ref:>9.3f} {ours_name:<16} {ours_s:>8.3f} {ref / ours_s:>8.1f}x")
     print(f"memsieve psmi_f32 / projection_f32 = {ours['psmi_f32'] / ours['projection_f32']:.2f}")
     json.dump({"psmi_package_s": t_psmi, "sklearn_ksg_extrapolated_s": t_ksg, "memsieve": ours}, sys.stdout)
