@@ -35,7 +35,7 @@ enum Command {
     Data(cli::data::DataArgs),
     /// Screen a labelled feature matrix for memorization: per-sample PSMI and dataset SMI.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-    Screen(cli::screen::ScreenCommand),
+    Screen(Box<cli::screen::ScreenCommand>),
     /// Backends found on this machine.
     Info,
 }
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cli::eval::run(&ctx, a),
         Command::Generate(a) => cli::generate::run(&ctx, a),
         Command::Data(a) => cli::data::run(a),
-        Command::Screen(a) => cli::screen::run(&ctx, a),
+        Command::Screen(a) => cli::screen::run(&ctx, *a),
         Command::Info => cli::info(),
     };
     match result {

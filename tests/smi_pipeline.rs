@@ -31,6 +31,7 @@ fn popts(ddof: Ddof, block: usize, max_memory: Option<usize>) -> PipelineOptions
     PipelineOptions { ddof, block, ksg: Some(KsgOptions { n_neighbors: 3, sklearn_exact: false }), max_memory }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run<B: Backend>(dev: &Device<B>, x: &[f32], n: usize, d: usize, classes: &Classes, dirs: &Directions, k: usize, o: &PipelineOptions) -> (PsmiScores, pipeline::Plan) {
     pipeline::psmi_on_device(dev, &Input { x, n, d, classes }, dirs, k, o, None, &|_, _| {}).unwrap()
 }

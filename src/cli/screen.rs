@@ -110,7 +110,7 @@ fn parse_bytes(s: &str) -> std::result::Result<usize, String> {
         _ => (t, 1),
     };
     let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size (try 512M or 2G)"))?;
-    if !(v > 0.0) || !v.is_finite() {
+    if v.is_nan() || v <= 0.0 || v.is_infinite() {
         return Err(format!("{s:?}: the size must be positive"));
     }
     Ok((v * scale as f64) as usize)

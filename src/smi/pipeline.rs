@@ -217,7 +217,8 @@ struct Run<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> Run<'a, B> {
-    fn new(dev: &'a Device<B>, x: &'a [f32], n: usize, d: usize, classes: &'a Classes, dirs: &'a Directions, slices: usize, plan: Plan) -> Result<Self> {
+    fn new(dev: &'a Device<B>, inp: &Input<'a>, dirs: &'a Directions, slices: usize, plan: Plan) -> Result<Self> {
+        let Input { x, n, d, classes } = *inp;
         let (m, w, cs) = (plan.chunk, plan.block, classes.len());
         for (what, len) in [("features chunk", m * d), ("projection block", m * w), ("pmi chunk", m * slices), ("directions", w * d)] {
             if len > dev.backend.max_view_len() {
@@ -365,6 +366,7 @@ fn first_pass<B: Backend>(r: &Run<'_, B>, rows: std::ops::Range<usize>, what: Fi
 }
 
 /// Inputs of a device PSMI run: n × d features (row-major f32) and their classes.
+#[derive(Clone, Copy)]
 pub struct Input<'a> {
     pub x: &'a [f32],
     pub n: usize,
@@ -389,6 +391,7 @@ fn prepare<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directions, slic
     plan(inp.n, inp.d, slices, inp.classes.len(), opts)
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Statistics of one shard (`shard` of `of`) of the samples: its parts, for `memsieve screen merge`.
 pub fn shard_stats<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directions, slices: usize, opts: &PipelineOptions, shard: usize, of: usize, progress: &dyn Fn(usize)) -> Result<PartStats> {
     if of == 0 || shard >= of {
@@ -403,7 +406,7 @@ pub fn shard_stats<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directio
             inp.n.div_ceil(STATS_ROWS)
         )));
     }
-    let r = Run::new(dev, inp.x, inp.n, inp.d, inp.classes, dirs, slices, plan)?;
+    let r = Run::new(dev, inp, dirs, slices, plan)?;
     let rows = parts.start * STATS_ROWS..(parts.end * STATS_ROWS).min(inp.n);
     let (stats, _) = first_pass(&r, rows, FirstPass { stats: true, ksg: None }, progress)?;
     Ok(stats.expect("asked for statistics"))
@@ -420,7 +423,7 @@ pub fn psmi_on_device<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Direc
             return Err(Error::Input("the merged statistics do not describe these samples and slices".into()));
         }
     }
-    let r = Run::new(dev, inp.x, inp.n, inp.d, inp.classes, dirs, slices, plan)?;
+    let r = Run::new(dev, inp, dirs, slices, plan)?;
     let jitter = match &opts.ksg {
         Some(k) if k.sklearn_exact => Some(Jitter::new(inp.n, slices)),
         _ => None,
