@@ -216,7 +216,7 @@ fn on_backend<B: Backend>(dev: &Device<B>, a: &ScreenArgs, inp: &Input<'_>, dirs
     match a.shard {
         Some((i, of)) => {
             let s = pipeline::shard_stats(dev, inp, dirs, slices, opts, i, of, &|j| progress(j, slices))?;
-            let plan = pipeline::plan(inp.n, inp.d, slices, inp.classes.len(), opts)?;
+            let plan = pipeline::plan(inp.n, inp.d, slices, inp.classes.len(), opts, dev.backend.max_view_len())?;
             Ok((None, Some(s), plan, name))
         }
         None => {

@@ -54,36 +54,45 @@ fn working_set(n: usize, d: usize, slices: usize, classes: usize, m: usize, w: u
     4 * device_words + host
 }
 
-/// Block and chunk sizes that fit `opts.max_memory`: full blocks over all samples if possible, then
-/// narrower blocks (down to 32 slices), then sample chunks; a clear error when nothing fits.
-pub fn plan(n: usize, d: usize, slices: usize, classes: usize, opts: &PipelineOptions) -> Result<Plan> {
+/// Block and chunk sizes that fit `opts.max_memory` and a device's largest view (`max_view` words):
+/// full blocks over all samples if possible, then narrower blocks (down to 32 slices), then sample
+/// chunks (a multiple of STATS_ROWS); a clear error when nothing fits.
+pub fn plan(n: usize, d: usize, slices: usize, classes: usize, opts: &PipelineOptions, max_view: usize) -> Result<Plan> {
     let w0 = opts.block.clamp(1, slices.max(1));
     let ws = |m: usize, w: usize| working_set(n, d, slices, classes, m, w, opts.ksg.as_ref());
-    let Some(budget) = opts.max_memory else {
-        return Ok(Plan { block: w0, chunk: n, bytes: ws(n, w0) });
-    };
+    let budget = opts.max_memory.unwrap_or(usize::MAX);
+    // The largest views: the features chunk, the directions block, the projection and pmi chunks.
+    let views_fit = |m: usize, w: usize| m.saturating_mul(d.max(slices)) <= max_view && w.saturating_mul(d) <= max_view;
+    let fits = |m: usize, w: usize| views_fit(m, w) && ws(m, w) <= budget;
     let mut widths = vec![w0];
     while *widths.last().unwrap() > 32.min(w0) {
         widths.push((widths.last().unwrap() / 2).max(32.min(w0)));
     }
     for &w in &widths {
-        if ws(n, w) <= budget {
+        if fits(n, w) {
             return Ok(Plan { block: w, chunk: n, bytes: ws(n, w) });
         }
     }
     if n > STATS_ROWS {
         for &w in &widths {
-            // The working set is affine in m: find the largest multiple of STATS_ROWS under the budget.
-            let (at1, at2) = (ws(STATS_ROWS, w), ws(2 * STATS_ROWS, w));
-            if at1 <= budget {
-                let per = at2 - at1;
-                let m = (STATS_ROWS + (budget - at1) / per.max(1) * STATS_ROWS).min(n);
+            if fits(STATS_ROWS, w) {
+                // The working set is affine in m: the largest multiple of STATS_ROWS under the budget.
+                let (at1, at2) = (ws(STATS_ROWS, w), ws(2 * STATS_ROWS, w));
+                let by_budget = (budget - at1) / (at2 - at1).max(1);
+                let by_view = max_view / d.max(slices) / STATS_ROWS - 1;
+                let m = (STATS_ROWS * (1 + by_budget.min(by_view))).min(n);
                 return Ok(Plan { block: w, chunk: m, bytes: ws(m, w) });
             }
         }
     }
     let w = *widths.last().unwrap();
     let m = n.min(STATS_ROWS);
+    if !views_fit(m, w) {
+        return Err(Error::Backend(format!(
+            "one chunk of {m} samples needs a view of {} words (d = {d}, K = {slices}), more than this backend's largest binding of {max_view} words",
+            m * d.max(slices)
+        )));
+    }
     Err(Error::Input(format!(
         "--max-memory {budget} bytes: even one chunk of {m} samples × {w} slices needs {} bytes ({:.1} MiB; \
          d = {d}, K = {slices}, {classes} classes{})",
@@ -387,8 +396,7 @@ fn prepare<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directions, slic
     if slices > u32::MAX as usize || inp.d > 2 * u32::MAX as usize {
         return Err(Error::Input(format!("{slices} slices of dimension {} exceed the direction generator's 32-bit counters", inp.d)));
     }
-    let _ = dev;
-    plan(inp.n, inp.d, slices, inp.classes.len(), opts)
+    plan(inp.n, inp.d, slices, inp.classes.len(), opts, dev.backend.max_view_len())
 }
 
 #[allow(clippy::too_many_arguments)]
