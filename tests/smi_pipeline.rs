@@ -88,7 +88,7 @@ fn a_budget_below_one_chunk_is_a_clear_error() {
     assert!(e.contains("--max-memory") && e.contains("even one chunk"), "{e}");
     // A device binding limit alone chunks the samples (lavapipe's 128 MiB: 32 Mi words) ...
     let p = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, None), 32 << 20).unwrap();
-    assert!(p.chunk % STATS_ROWS == 0 && p.chunk * 4096 <= 32 << 20 && p.chunk >= 4 * STATS_ROWS, "{p:?}");
+    assert!(p.chunk.is_multiple_of(STATS_ROWS) && p.chunk * 4096 <= 32 << 20 && p.chunk >= 4 * STATS_ROWS, "{p:?}");
     // ... and a limit below one chunk says which.
     let e = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, None), 1 << 20).unwrap_err().to_string();
     assert!(e.contains("largest binding"), "{e}");
