@@ -69,7 +69,7 @@ fn chunked_and_sharded_runs_equal_the_unchunked_one() {
     // A budget that fits 2 parts per chunk: two passes, chunks of 2048 + 1029 samples.
     let one = pipeline::plan(n, d, k, 3, &popts(Ddof::Zero, 16, None), usize::MAX).unwrap().bytes;
     let (chunked, plan) = run(&*cpu, &x, n, d, &classes, &dirs, k, &popts(Ddof::Zero, 16, Some(one * 2 / 3)));
-    assert!(plan.chunk < n && plan.chunk % STATS_ROWS == 0, "{plan:?}");
+    assert!(plan.chunk < n && plan.chunk.is_multiple_of(STATS_ROWS), "{plan:?}");
     assert_same(&chunked, &whole, "chunked");
     // Three shards of statistics, merged, then scored.
     let inp = Input { x: &x, n, d, classes: &classes };
