@@ -35,7 +35,7 @@ enum Command {
     Data(cli::data::DataArgs),
     /// Screen a labelled feature matrix for memorization: per-sample PSMI and dataset SMI.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-    Screen(cli::screen::ScreenCommand),
+    Screen(Box<cli::screen::ScreenCommand>),
     /// Experiments that test the paper's claims on TinyMem (predict-memorization).
     Experiment(cli::experiment::ExperimentArgs),
     /// Backends found on this machine.
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cli::eval::run(&ctx, a),
         Command::Generate(a) => cli::generate::run(&ctx, a),
         Command::Data(a) => cli::data::run(a),
-        Command::Screen(a) => cli::screen::run(&ctx, a),
+        Command::Screen(a) => cli::screen::run(&ctx, *a),
         Command::Experiment(a) => cli::experiment::run(&ctx, a),
         Command::Info => cli::info(),
     };

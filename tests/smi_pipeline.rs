@@ -31,6 +31,7 @@ fn popts(ddof: Ddof, block: usize, max_memory: Option<usize>) -> PipelineOptions
     PipelineOptions { ddof, block, ksg: Some(KsgOptions { n_neighbors: 3, sklearn_exact: false }), max_memory }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run<B: Backend>(dev: &Device<B>, x: &[f32], n: usize, d: usize, classes: &Classes, dirs: &Directions, k: usize, o: &PipelineOptions) -> (PsmiScores, pipeline::Plan) {
     pipeline::psmi_on_device(dev, &Input { x, n, d, classes }, dirs, k, o, None, &|_, _| {}).unwrap()
 }
@@ -66,9 +67,9 @@ fn chunked_and_sharded_runs_equal_the_unchunked_one() {
     let dirs = Directions::seeded(11, d);
     let (whole, _) = run(&*cpu, &x, n, d, &classes, &dirs, k, &popts(Ddof::Zero, 16, None));
     // A budget that fits 2 parts per chunk: two passes, chunks of 2048 + 1029 samples.
-    let one = pipeline::plan(n, d, k, 3, &popts(Ddof::Zero, 16, None)).unwrap().bytes;
+    let one = pipeline::plan(n, d, k, 3, &popts(Ddof::Zero, 16, None), usize::MAX).unwrap().bytes;
     let (chunked, plan) = run(&*cpu, &x, n, d, &classes, &dirs, k, &popts(Ddof::Zero, 16, Some(one * 2 / 3)));
-    assert!(plan.chunk < n && plan.chunk % STATS_ROWS == 0, "{plan:?}");
+    assert!(plan.chunk < n && plan.chunk.is_multiple_of(STATS_ROWS), "{plan:?}");
     assert_same(&chunked, &whole, "chunked");
     // Three shards of statistics, merged, then scored.
     let inp = Input { x: &x, n, d, classes: &classes };
@@ -83,8 +84,14 @@ fn chunked_and_sharded_runs_equal_the_unchunked_one() {
 
 #[test]
 fn a_budget_below_one_chunk_is_a_clear_error() {
-    let e = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, Some(1 << 20))).unwrap_err().to_string();
+    let e = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, Some(1 << 20)), usize::MAX).unwrap_err().to_string();
     assert!(e.contains("--max-memory") && e.contains("even one chunk"), "{e}");
+    // A device binding limit alone chunks the samples (lavapipe's 128 MiB: 32 Mi words) ...
+    let p = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, None), 32 << 20).unwrap();
+    assert!(p.chunk.is_multiple_of(STATS_ROWS) && p.chunk * 4096 <= 32 << 20 && p.chunk >= 4 * STATS_ROWS, "{p:?}");
+    // ... and a limit below one chunk says which.
+    let e = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, None), 1 << 20).unwrap_err().to_string();
+    assert!(e.contains("largest binding"), "{e}");
 }
 
 /// End to end on a device backend against the cpu: PSMI (mean, std, quantiles) and KSG.
@@ -95,7 +102,7 @@ fn device_matches_cpu<B: Backend>(dev: &Device<B>) {
     let (x, classes) = data(n, d);
     let dirs = Directions::seeded(3, d);
     let (want, _) = run(&*cpu, &x, n, d, &classes, &dirs, k, &popts(Ddof::One, 16, None));
-    let one = pipeline::plan(n, d, k, 3, &popts(Ddof::One, 16, None)).unwrap().bytes;
+    let one = pipeline::plan(n, d, k, 3, &popts(Ddof::One, 16, None), usize::MAX).unwrap().bytes;
     for budget in [None, Some(one * 9 / 10)] {
         let (got, plan) = run(dev, &x, n, d, &classes, &dirs, k, &popts(Ddof::One, 16, budget));
         let mut worst = [0f64; 4];

@@ -124,7 +124,7 @@ fn parse_bytes(s: &str) -> std::result::Result<usize, String> {
         _ => (t, 1),
     };
     let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size (try 512M or 2G)"))?;
-    if !(v > 0.0) || !v.is_finite() {
+    if v.is_nan() || v <= 0.0 || v.is_infinite() {
         return Err(format!("{s:?}: the size must be positive"));
     }
     Ok((v * scale as f64) as usize)
@@ -254,7 +254,7 @@ fn on_backend<B: Backend>(dev: &Device<B>, a: &ScreenArgs, inp: &Input<'_>, dirs
     match a.shard {
         Some((i, of)) => {
             let s = pipeline::shard_stats(dev, inp, dirs, slices, opts, i, of, &|j| progress(j, slices))?;
-            let plan = pipeline::plan(inp.n, inp.d, slices, inp.classes.len(), opts)?;
+            let plan = pipeline::plan(inp.n, inp.d, slices, inp.classes.len(), opts, dev.backend.max_view_len())?;
             Ok((None, Some(s), plan, name))
         }
         None => {

@@ -55,36 +55,45 @@ fn working_set(n: usize, d: usize, slices: usize, classes: usize, m: usize, w: u
     4 * device_words + host
 }
 
-/// Block and chunk sizes that fit `opts.max_memory`: full blocks over all samples if possible, then
-/// narrower blocks (down to 32 slices), then sample chunks; a clear error when nothing fits.
-pub fn plan(n: usize, d: usize, slices: usize, classes: usize, opts: &PipelineOptions) -> Result<Plan> {
+/// Block and chunk sizes that fit `opts.max_memory` and a device's largest view (`max_view` words):
+/// full blocks over all samples if possible, then narrower blocks (down to 32 slices), then sample
+/// chunks (a multiple of STATS_ROWS); a clear error when nothing fits.
+pub fn plan(n: usize, d: usize, slices: usize, classes: usize, opts: &PipelineOptions, max_view: usize) -> Result<Plan> {
     let w0 = opts.block.clamp(1, slices.max(1));
     let ws = |m: usize, w: usize| working_set(n, d, slices, classes, m, w, opts.ksg.as_ref());
-    let Some(budget) = opts.max_memory else {
-        return Ok(Plan { block: w0, chunk: n, bytes: ws(n, w0) });
-    };
+    let budget = opts.max_memory.unwrap_or(usize::MAX);
+    // The largest views: the features chunk, the directions block, the projection and pmi chunks.
+    let views_fit = |m: usize, w: usize| m.saturating_mul(d.max(slices)) <= max_view && w.saturating_mul(d) <= max_view;
+    let fits = |m: usize, w: usize| views_fit(m, w) && ws(m, w) <= budget;
     let mut widths = vec![w0];
     while *widths.last().unwrap() > 32.min(w0) {
         widths.push((widths.last().unwrap() / 2).max(32.min(w0)));
     }
     for &w in &widths {
-        if ws(n, w) <= budget {
+        if fits(n, w) {
             return Ok(Plan { block: w, chunk: n, bytes: ws(n, w) });
         }
     }
     if n > STATS_ROWS {
         for &w in &widths {
-            // The working set is affine in m: find the largest multiple of STATS_ROWS under the budget.
-            let (at1, at2) = (ws(STATS_ROWS, w), ws(2 * STATS_ROWS, w));
-            if at1 <= budget {
-                let per = at2 - at1;
-                let m = (STATS_ROWS + (budget - at1) / per.max(1) * STATS_ROWS).min(n);
+            if fits(STATS_ROWS, w) {
+                // The working set is affine in m: the largest multiple of STATS_ROWS under the budget.
+                let (at1, at2) = (ws(STATS_ROWS, w), ws(2 * STATS_ROWS, w));
+                let by_budget = (budget - at1) / (at2 - at1).max(1);
+                let by_view = max_view / d.max(slices) / STATS_ROWS - 1;
+                let m = (STATS_ROWS * (1 + by_budget.min(by_view))).min(n);
                 return Ok(Plan { block: w, chunk: m, bytes: ws(m, w) });
             }
         }
     }
     let w = *widths.last().unwrap();
     let m = n.min(STATS_ROWS);
+    if !views_fit(m, w) {
+        return Err(Error::Backend(format!(
+            "one chunk of {m} samples needs a view of {} words (d = {d}, K = {slices}), more than this backend's largest binding of {max_view} words",
+            m * d.max(slices)
+        )));
+    }
     Err(Error::Input(format!(
         "--max-memory {budget} bytes: even one chunk of {m} samples × {w} slices needs {} bytes ({:.1} MiB; \
          d = {d}, K = {slices}, {classes} classes{})",
@@ -218,7 +227,8 @@ struct Run<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> Run<'a, B> {
-    fn new(dev: &'a Device<B>, x: &'a [f32], n: usize, d: usize, classes: &'a Classes, dirs: &'a Directions, slices: usize, plan: Plan) -> Result<Self> {
+    fn new(dev: &'a Device<B>, inp: &Input<'a>, dirs: &'a Directions, slices: usize, plan: Plan) -> Result<Self> {
+        let Input { x, n, d, classes } = *inp;
         let (m, w, cs) = (plan.chunk, plan.block, classes.len());
         for (what, len) in [("features chunk", m * d), ("projection block", m * w), ("pmi chunk", m * slices), ("directions", w * d)] {
             if len > dev.backend.max_view_len() {
@@ -366,6 +376,7 @@ fn first_pass<B: Backend>(r: &Run<'_, B>, rows: std::ops::Range<usize>, what: Fi
 }
 
 /// Inputs of a device PSMI run: n × d features (row-major f32) and their classes.
+#[derive(Clone, Copy)]
 pub struct Input<'a> {
     pub x: &'a [f32],
     pub n: usize,
@@ -386,10 +397,10 @@ fn prepare<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directions, slic
     if slices > u32::MAX as usize || inp.d > 2 * u32::MAX as usize {
         return Err(Error::Input(format!("{slices} slices of dimension {} exceed the direction generator's 32-bit counters", inp.d)));
     }
-    let _ = dev;
-    plan(inp.n, inp.d, slices, inp.classes.len(), opts)
+    plan(inp.n, inp.d, slices, inp.classes.len(), opts, dev.backend.max_view_len())
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Statistics of one shard (`shard` of `of`) of the samples: its parts, for `memsieve screen merge`.
 pub fn shard_stats<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directions, slices: usize, opts: &PipelineOptions, shard: usize, of: usize, progress: &dyn Fn(usize)) -> Result<PartStats> {
     if of == 0 || shard >= of {
@@ -404,7 +415,7 @@ pub fn shard_stats<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directio
             inp.n.div_ceil(STATS_ROWS)
         )));
     }
-    let r = Run::new(dev, inp.x, inp.n, inp.d, inp.classes, dirs, slices, plan)?;
+    let r = Run::new(dev, inp, dirs, slices, plan)?;
     let rows = parts.start * STATS_ROWS..(parts.end * STATS_ROWS).min(inp.n);
     let (stats, _) = first_pass(&r, rows, FirstPass { stats: true, ksg: None }, progress)?;
     Ok(stats.expect("asked for statistics"))
@@ -421,7 +432,7 @@ pub fn psmi_on_device<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Direc
             return Err(Error::Input("the merged statistics do not describe these samples and slices".into()));
         }
     }
-    let r = Run::new(dev, inp.x, inp.n, inp.d, inp.classes, dirs, slices, plan)?;
+    let r = Run::new(dev, inp, dirs, slices, plan)?;
     let jitter = match &opts.ksg {
         Some(k) if k.sklearn_exact => Some(Jitter::new(inp.n, slices)),
         _ => None,

@@ -378,8 +378,8 @@ pub fn summarize_row(values: &mut [f64]) -> [f64; 4] {
 }
 
 impl PsmiScores {
-    /// Scores from per-sample summaries `rows[i]` = [`summarize_row`] (the device pipeline's result,
-    /// which keeps no pmi matrix on the host).
+    /// Scores from per-sample summaries `rows[i]` = [`summarize_row`]. Alone (the device pipeline's
+    /// result) it keeps no pmi matrix: `pmi` is NaN and `pmi_matrix` empty.
     pub fn from_summaries(rows: &[[f64; 4]], slices: usize, excluded: Vec<usize>, ksg_mi: Vec<f64>) -> PsmiScores {
         PsmiScores {
             samples: rows.len(),
@@ -413,18 +413,7 @@ fn aggregate(n: usize, blocks: Vec<Block>, converged: bool) -> Result<PsmiScores
         *out = summarize_row(scratch);
     });
     let ksg_mi = blocks.iter().flat_map(|b| b.ksg_mi.iter().copied()).collect();
-    Ok(PsmiScores {
-        samples: n,
-        slices,
-        excluded,
-        mean: rows.iter().map(|r| r[0]).collect(),
-        std: rows.iter().map(|r| r[1]).collect(),
-        q01: rows.iter().map(|r| r[2]).collect(),
-        q99: rows.iter().map(|r| r[3]).collect(),
-        ksg_mi,
-        converged,
-        blocks,
-    })
+    Ok(PsmiScores { converged, blocks, ..PsmiScores::from_summaries(&rows, slices, excluded, ksg_mi) })
 }
 
 /// PSMI of every sample over `slices` directions (fixed K). `x` is n × d row-major.

@@ -1,0 +1,87 @@
+//! The device PSMI pipeline (src/smi/pipeline.rs) on one backend, beside `smi::psmi` on the cpu, on the
+//! synthetic Gaussian classes of benches/smi.rs: one JSON line per workload, then the ratio. KSG is
+//! left out (it runs on the host on every backend); `--max-memory BYTES` forces sample chunks.
+//!
+//! cargo bench --bench smi_pipeline -- [--backend cpu|wgpu|cuda|cuda-emu] [--n 4000] [--d 1024]
+//!     [--k 1000] [--classes 4] [--reps 3] [--max-memory BYTES]
+
+use memsieve::backend::cpu::CpuBackend;
+use memsieve::backend::cuda::{CudaDriverBackend, CudaEmuBackend};
+use memsieve::backend::wgpu::WgpuBackend;
+use memsieve::backend::{Backend, Device};
+use memsieve::rng::{purpose, Stream};
+use memsieve::smi::pipeline::{psmi_on_device, Input, PipelineOptions};
+use memsieve::smi::{psmi, Classes, Ddof, Directions, PsmiOptions};
+use std::hint::black_box;
+use std::time::Instant;
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
+}
+
+/// Median wall time (s) of `reps` runs after one warm-up (pipeline compilation, allocations).
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut ts: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    ts.sort_by(f64::total_cmp);
+    ts[ts.len() / 2]
+}
+
+struct Setup {
+    n: usize,
+    d: usize,
+    k: usize,
+    c: usize,
+    reps: usize,
+    x: Vec<f32>,
+    classes: Classes,
+    opts: PipelineOptions,
+}
+
+fn bench<B: Backend>(dev: &Device<B>, s: &Setup) -> (f64, f64) {
+    let dirs = Directions::seeded(0, s.d);
+    let inp = Input { x: &s.x, n: s.n, d: s.d, classes: &s.classes };
+    let none = |_: usize, _: usize| {};
+    let (_, plan) = psmi_on_device(dev, &inp, &dirs, s.k, &s.opts, None, &none).unwrap();
+    let secs = time(s.reps, || {
+        black_box(psmi_on_device(dev, &inp, &dirs, s.k, &s.opts, None, &none).unwrap());
+    });
+    println!(
+        "{{\"impl\":\"memsieve-{}\",\"workload\":\"psmi_pipeline_f32\",\"n\":{},\"d\":{},\"k\":{},\"classes\":{},\"block\":{},\"chunk\":{},\"seconds\":{secs:.4}}}",
+        dev.backend.name(), s.n, s.d, s.k, s.c, plan.block, plan.chunk
+    );
+    let reference = time(s.reps, || {
+        let o = PsmiOptions { ddof: Ddof::Zero, block: 500, ksg: None };
+        black_box(psmi(&s.x, s.n, s.d, &s.classes, &dirs, s.k, &o, &none).unwrap());
+    });
+    println!("{{\"impl\":\"memsieve-cpu\",\"workload\":\"psmi_f32\",\"n\":{},\"d\":{},\"k\":{},\"classes\":{},\"seconds\":{reference:.4}}}", s.n, s.d, s.k, s.c);
+    (secs, reference)
+}
+
+fn main() {
+    let (n, d, k, c): (usize, usize, usize, usize) =
+        (arg("--n", "4000").parse().unwrap(), arg("--d", "1024").parse().unwrap(), arg("--k", "1000").parse().unwrap(), arg("--classes", "4").parse().unwrap());
+    let reps: usize = arg("--reps", "3").parse().unwrap();
+    let max_memory = std::env::args().position(|a| a == "--max-memory").map(|_| arg("--max-memory", "0").parse::<usize>().unwrap());
+    let mut rng = Stream::new(11, purpose::MISC, 0);
+    let centres: Vec<f32> = (0..c * d).map(|_| 0.05 * rng.normal() as f32).collect();
+    let labels: Vec<i64> = (0..n).map(|_| rng.below(c as u64) as i64).collect();
+    let x: Vec<f32> = (0..n * d).map(|i| centres[labels[i / d] as usize * d + i % d] + rng.normal() as f32).collect();
+    let classes = Classes::new(&labels).unwrap();
+    let s = Setup { n, d, k, c, reps, x, classes, opts: PipelineOptions { ddof: Ddof::Zero, block: 500, ksg: None, max_memory } };
+    let (secs, reference) = match arg("--backend", "cpu").as_str() {
+        "cpu" => bench(&Device::new(CpuBackend::new()), &s),
+        "wgpu" => bench(&Device::new(WgpuBackend::new().unwrap()), &s),
+        "cuda" => bench(&Device::new(CudaDriverBackend::new(0).unwrap()), &s),
+        "cuda-emu" => bench(&Device::new(CudaEmuBackend::emulator().unwrap()), &s),
+        other => panic!("unknown --backend {other}"),
+    };
+    eprintln!("pipeline / smi::psmi (cpu) = {:.2}", secs / reference);
+}
