@@ -2,7 +2,7 @@
 //! Hand-written register-blocked microkernels over the causal triangle only (a GEMM would compute the
 //! upper half and throw it away, and its per-call packing dominates at 150 × 150 × 32).
 
-use super::{axpy, dot, rd, softmax_in_place, wr, CpuBuffer, SyncPtr};
+use super::{dot, rd, softmax_in_place, wr, CpuBuffer, SyncPtr};
 use crate::backend::View;
 use rayon::prelude::*;
 
@@ -257,8 +257,23 @@ pub fn kv_cache_write(cache: V, qkv: V, b: usize, t: usize, pos0: usize, t_max: 
     });
 }
 
-/// One query per (row, head) at position `pos` against cached keys/values 0..=pos: the scores are
-/// hs axpys over kᵀ rows, the output pos+1 axpys over v rows — both contiguous and vectorized.
+/// N words of `row` from `j0`, zero-padded past its end (the last chunk of a cache row).
+#[inline(always)]
+fn chunk<const N: usize>(row: &[f32], j0: usize) -> [f32; N] {
+    match row.get(j0..j0 + N) {
+        Some(c) => c.try_into().unwrap(),
+        None => {
+            let mut c = [0f32; N];
+            let tail = &row[j0.min(row.len())..];
+            c[..tail.len()].copy_from_slice(tail);
+            c
+        }
+    }
+}
+
+/// One query per (row, head) at position `pos` against cached keys/values 0..=pos, in one pass
+/// over each: scores W keys at a time accumulated over the hs kᵀ rows in registers, the output as
+/// four interleaved partial sums over the v rows (independent FMA chains).
 #[allow(clippy::too_many_arguments)]
 pub fn decode(out: V, qkv: V, cache: V, b: usize, pos: usize, t_max: usize, c: usize, nh: usize) {
     let hs = c / nh;
@@ -266,22 +281,39 @@ pub fn decode(out: V, qkv: V, cache: V, b: usize, pos: usize, t_max: usize, c: u
     let (qkv, cache) = (rd(qkv), rd(cache));
     let n = pos + 1;
     wr(out)[..b * c].par_chunks_mut(c).enumerate().for_each_init(
-        || vec![0f32; n],
+        || vec![0f32; pad_w(n)],
         |s, (bi, y_row)| {
-            s.resize(n, 0.0);
+            s.resize(pad_w(n), 0.0);
             for h in 0..nh {
                 let blk = &cache[(bi * nh + h) * 2 * hs * t_max..];
                 let (kt, v) = (&blk[..hs * t_max], &blk[hs * t_max..2 * hs * t_max]);
                 let q = &qkv[bi * 3 * c + h * hs..][..hs];
-                s.fill(0.0);
-                for d in 0..hs {
-                    axpy(s, q[d] * scale, &kt[d * t_max..d * t_max + n]);
+                for (j0, sc) in (0..n).step_by(W).zip(s.chunks_exact_mut(W)) {
+                    let mut acc = [0f32; W];
+                    for (d, krow) in kt.chunks_exact(t_max).enumerate() {
+                        let kv: [f32; W] = chunk(krow, j0);
+                        let qd = q[d] * scale;
+                        for (a, k) in acc.iter_mut().zip(&kv) {
+                            *a = qd.mul_add(*k, *a);
+                        }
+                    }
+                    sc.copy_from_slice(&acc);
                 }
-                softmax_in_place(s);
+                softmax_in_place(&mut s[..n]);
                 let y = &mut y_row[h * hs..(h + 1) * hs];
-                y.fill(0.0);
-                for (t2, p) in s.iter().enumerate() {
-                    axpy(y, *p, &v[t2 * hs..(t2 + 1) * hs]);
+                for c0 in (0..hs).step_by(W) {
+                    let mut acc = [[0f32; W]; 4];
+                    let rows = v[..n * hs].chunks_exact(hs).zip(&s[..n]);
+                    for (j, (vrow, &p)) in rows.enumerate() {
+                        let vv: [f32; W] = chunk(vrow, c0);
+                        for (a, x) in acc[j % 4].iter_mut().zip(&vv) {
+                            *a = p.mul_add(*x, *a);
+                        }
+                    }
+                    let w = W.min(hs - c0);
+                    for (l, yl) in y[c0..c0 + w].iter_mut().enumerate() {
+                        *yl = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+                    }
                 }
             }
         },
@@ -293,6 +325,14 @@ mod tests {
     use super::super::CpuBackend;
     use crate::backend::{Backend, View};
     use crate::rng::{purpose, Stream};
+
+    fn w(x: &super::CpuBuffer) -> View<'_, super::CpuBuffer> {
+        View::new(x, 0, super::super::rd_len(x))
+    }
+
+    fn v(x: &super::CpuBuffer, off: usize, len: usize) -> View<'_, super::CpuBuffer> {
+        View::new(x, off, len)
+    }
 
     /// Naive f64 causal attention: (out, att) and, for a given dout, dqkv.
     fn reference(qkv: &[f32], dout: &[f32], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
@@ -340,6 +380,49 @@ mod tests {
     }
 
     #[test]
+    fn kv_cache_decode_matches_naive_f64() {
+        let cpu = CpuBackend::with_threads(2);
+        for (b, t_max, c, nh, pos) in [(3, 9, 24, 4, 5), (1, 1, 8, 2, 0), (2, 150, 20, 4, 149), (2, 150, 128, 4, 137), (1, 40, 96, 1, 33)] {
+            let hs = c / nh;
+            let mut rng = Stream::new(pos as u64, purpose::MISC, c as u32);
+            let qkv_h: Vec<f32> = (0..b * (pos + 1) * 3 * c).map(|_| rng.normal() as f32).collect();
+            let at = |bi: usize, i: usize, part: usize, h: usize, d: usize| qkv_h[(bi * (pos + 1) + i) * 3 * c + part * c + h * hs + d] as f64;
+            let up = |h: &[f32]| {
+                let x = cpu.alloc(h.len()).unwrap();
+                cpu.upload_f32(View::new(&x, 0, h.len()), h);
+                x
+            };
+            let (cache, out) = (cpu.alloc(b * 2 * c * t_max).unwrap(), up(&vec![7.0; b * c]));
+            // Positions 0..pos written one by one (as decode steps do), the query at pos.
+            let mut q_last = vec![0f32; b * 3 * c];
+            for i in 0..=pos {
+                let rows: Vec<f32> = (0..b).flat_map(|bi| qkv_h[(bi * (pos + 1) + i) * 3 * c..][..3 * c].to_vec()).collect();
+                let step = up(&rows);
+                cpu.scope(|| super::kv_cache_write(v(&cache, 0, b * 2 * c * t_max), v(&step, 0, b * 3 * c), b, 1, i, t_max, c, nh));
+                q_last = rows;
+            }
+            let q = up(&q_last);
+            cpu.scope(|| super::decode(v(&out, 0, b * c), v(&q, 0, b * 3 * c), v(&cache, 0, b * 2 * c * t_max), b, pos, t_max, c, nh));
+            let mut got = vec![0f32; b * c];
+            cpu.download_f32(v(&out, 0, b * c), &mut got);
+            let mut want = vec![0f64; b * c];
+            for bi in 0..b {
+                for h in 0..nh {
+                    let s: Vec<f64> = (0..=pos).map(|j| (0..hs).map(|d| at(bi, pos, 0, h, d) * at(bi, j, 1, h, d)).sum::<f64>() / (hs as f64).sqrt()).collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    for j in 0..=pos {
+                        for d in 0..hs {
+                            want[bi * c + h * hs + d] += (s[j] - m).exp() / z * at(bi, j, 2, h, d);
+                        }
+                    }
+                }
+            }
+            close(&format!("decode b{b} t_max{t_max} c{c} nh{nh} pos{pos}"), &got, &want);
+        }
+    }
+
+    #[test]
     fn causal_attention_matches_naive_f64_on_awkward_shapes() {
         let cpu = CpuBackend::with_threads(2);
         for (b, t, c, nh) in [(2, 7, 24, 4), (1, 1, 8, 2), (2, 33, 20, 4), (1, 70, 12, 3), (3, 150, 128, 4), (1, 37, 96, 1)] {
@@ -354,15 +437,12 @@ mod tests {
             let (qkv, dout) = (buf(&qkv_h), buf(&dout_h));
             // Garbage in the outputs: every element must be written.
             let (out, att, dqkv) = (buf(&vec![7.0; b * t * c]), buf(&vec![7.0; b * nh * t * t]), buf(&vec![7.0; b * t * 3 * c]));
-            fn v(x: &super::CpuBuffer) -> View<'_, super::CpuBuffer> {
-                View::new(x, 0, super::super::rd_len(x))
-            }
-            cpu.scope(|| super::forward(v(&out), v(&att), v(&qkv), b, t, c, nh));
-            cpu.scope(|| super::backward(v(&dqkv), v(&dout), v(&qkv), v(&att), b, t, c, nh));
+            cpu.scope(|| super::forward(w(&out), w(&att), w(&qkv), b, t, c, nh));
+            cpu.scope(|| super::backward(w(&dqkv), w(&dout), w(&qkv), w(&att), b, t, c, nh));
             let (ro, ra, rd) = reference(&qkv_h, &dout_h, b, t, c, nh);
             let get = |x: &super::CpuBuffer| {
                 let mut h = vec![0f32; cpu.buffer_len(x)];
-                cpu.download_f32(v(x), &mut h);
+                cpu.download_f32(w(x), &mut h);
                 h
             };
             let what = format!("b{b} t{t} c{c} nh{nh}");

@@ -68,14 +68,6 @@ pub(crate) struct SyncPtr(pub *mut f32);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
-/// y += a·x
-#[inline]
-pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
-    }
-}
-
 /// Rows per block of a deterministic reduction: fixed, so results do not depend on the thread count.
 pub(crate) const REDUCE_ROWS: usize = 64;
 
@@ -128,6 +120,14 @@ impl Backend for CpuBackend {
 
     fn attention_scratch_len(&self, _b: usize, _t: usize, _nh: usize) -> usize {
         0
+    }
+
+    /// A decode step reads every cached key and value; past the last-level cache (32 MiB here, shared
+    /// with the weights and the other core) it runs at DRAM speed. 12 MiB of cache per sub-batch —
+    /// 16 prompts of TinyMem's 4 layers × 150 positions — measured 1.5–2× faster than 64 at once.
+    fn decode_batch(&self, kv_words_per_row: usize) -> usize {
+        const BUDGET_WORDS: usize = 12 << 20 >> 2;
+        (BUDGET_WORDS / kv_words_per_row.max(1)).max(1)
     }
 
     fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
