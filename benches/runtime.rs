@@ -2,7 +2,8 @@
 //! generation, on the cpu backend (or `--backend wgpu|cuda|cuda-emu`). Prints one JSON line per workload (compare with
 //! benches/baselines/*.py through benches/compare.sh). Not a test: nothing here asserts a speed.
 //!
-//! cargo bench --bench runtime -- [--batch 8,128] [--layers 4] [--steps 5] [--profile] [--backend cpu|wgpu|cuda|cuda-emu]
+//! cargo bench --bench runtime -- [--batch 8,128] [--layers 4] [--steps 5] [--prompts 64] [--gen-batch N]
+//!     [--workloads train,generate] [--profile] [--backend cpu|wgpu|cuda|cuda-emu]
 
 use memsieve::backend::cpu::CpuBackend;
 use memsieve::backend::{Backend, Device};
@@ -101,7 +102,8 @@ fn run<B: Backend>(dev: Arc<Device<B>>, threads: usize) {
         let mut m = Model::new(dev.clone(), cfg.clone(), 0).unwrap();
         let prompts: Vec<Vec<u32>> =
             (0..n).map(|_| (0..50).map(|_| [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12][rng.below(11) as usize]).collect()).collect();
-        let opts = GenerateOptions { max_length: 150, min_length: 150, batch: n };
+        let gen_batch: usize = arg("--gen-batch", &n.to_string()).parse().unwrap();
+        let opts = GenerateOptions { max_length: 150, min_length: 150, batch: gen_batch };
         m.generate(&prompts, &opts).unwrap();
         let mut times = vec![];
         for _ in 0..3 {

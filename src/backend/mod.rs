@@ -291,6 +291,12 @@ pub trait Backend: Send + Sync + 'static {
     fn attention_scratch_len(&self, b: usize, t: usize, nh: usize) -> usize {
         b * nh * t * t
     }
+    /// Most prompts a KV-cached generation should decode together, given the cache words each one
+    /// streams per decode step (every step reads all of them). Devices take whatever the caller asks;
+    /// the cpu backend caps it so one sub-batch's cache stays in its caches.
+    fn decode_batch(&self, _kv_words_per_row: usize) -> usize {
+        usize::MAX
+    }
     /// Words of the largest view an op may take (a storage-binding limit on GPU backends).
     fn max_view_len(&self) -> usize {
         usize::MAX

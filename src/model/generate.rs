@@ -14,7 +14,8 @@ pub struct GenerateOptions {
     pub max_length: usize,
     /// EOS is suppressed while the length is below this (TinyMem: = max_length).
     pub min_length: usize,
-    /// Prompts per batched launch (memory bound).
+    /// Prompts per batched launch at most (the backend may take fewer at a time, see
+    /// `Backend::decode_batch`; results are the same per prompt).
     pub batch: usize,
 }
 
@@ -46,21 +47,33 @@ impl<B: Backend> Model<B> {
         Ok(out)
     }
 
+    /// Prefill every prompt in one forward pass, then decode in equal sub-batches of at most the
+    /// backend's `decode_batch` rows, one after the other.
     fn generate_batch(&mut self, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
-        let (b, p, lmax) = (prompts.len(), prompts[0].len(), opts.max_length);
-        let cfg = self.cfg.clone();
+        let (b, p) = (prompts.len(), prompts[0].len());
+        self.forward(&prompts.concat(), None, b, p)?;
+        let kv_words = self.cfg.n_layer * 2 * self.cfg.n_embd * opts.max_length;
+        let per = b.div_ceil(b.div_ceil(self.dev.backend.decode_batch(kv_words).max(1)));
+        let subs: Vec<std::ops::Range<usize>> = (0..b).step_by(per).map(|r0| r0..(r0 + per).min(b)).collect();
+        let mut out = Vec::with_capacity(b);
+        for r in subs {
+            out.extend(self.decode_rows(r, p, opts)?);
+        }
+        Ok(out)
+    }
+
+    /// Greedy decode of prompt rows `rows` of the last (prefill) forward pass, from position p on.
+    fn decode_rows(&self, rows: std::ops::Range<usize>, p: usize, opts: &GenerateOptions) -> Result<Vec<Vec<u32>>> {
+        let (r0, b, lmax) = (rows.start, rows.len(), opts.max_length);
+        let cfg = &self.cfg;
         let (c, nh, v, nl) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.n_layer);
         let suppress = |len: usize| if len < opts.min_length { cfg.eos_token_id } else { None };
-        let flat: Vec<u32> = prompts.concat();
-
-        // Prefill: one ordinary forward pass over the prompts.
-        self.forward(&flat, None, b, p)?;
-        let dev = self.dev.clone();
+        let dev = &self.dev;
         let layout = &self.layout;
         let pv = |k: ParamKind, layer: usize| View::new(&self.params, layout.offset(k, layer), layout.len(k));
 
-        // KV cache [layer][b, 2c·lmax] (k and v only: 4 layers × 64 prompts fit in a 48 MiB L3), output
-        // tokens [b, lmax], and one decode step's activations.
+        // KV cache [layer][b, 2c·lmax] (k and v only), output tokens [b, lmax], and one decode
+        // step's activations.
         let kv = 2 * c;
         let cache = dev.alloc(nl * b * lmax * kv)?;
         let cache_l = |l: usize| View::new(&cache, l * b * lmax * kv, b * lmax * kv);
@@ -81,13 +94,13 @@ impl<B: Backend> Model<B> {
         {
             let a = self.acts.as_ref().unwrap();
             let al = &a.layout;
-            let av = |s: Slot| View::new(&a.buf, s.off, s.len);
-            dev.exec(Op::CopyStrided { dst: dev.view(&tokens_out), src: av(al.tokens), batches: 1, rows: b, cols: p, dst_strides: [0, lmax], src_strides: [0, p] });
+            let sub = |s: Slot, per_row: usize| View::new(&a.buf, s.off + r0 * per_row, b * per_row);
+            dev.exec(Op::CopyStrided { dst: dev.view(&tokens_out), src: sub(al.tokens, p), batches: 1, rows: b, cols: p, dst_strides: [0, lmax], src_strides: [0, p] });
             for l in 0..nl {
-                dev.exec(Op::KvCacheWrite { cache: cache_l(l), qkv: av(al.layers[l].qkv), b, t: p, pos0: 0, t_max: lmax, c, nh });
+                dev.exec(Op::KvCacheWrite { cache: cache_l(l), qkv: sub(al.layers[l].qkv, p * 3 * c), b, t: p, pos0: 0, t_max: lmax, c, nh });
             }
             // The first new token comes from the prompt's last logits.
-            let last = View::new(&a.buf, al.logits.off + (p - 1) * v, al.logits.len - (p - 1) * v);
+            let last = sub(al.logits, p * v).slice((p - 1) * v, b * p * v - (p - 1) * v);
             dev.exec(Op::CopyStrided { dst: logits, src: last, batches: 1, rows: b, cols: v, dst_strides: [0, v], src_strides: [0, p * v] });
         }
         dev.exec(Op::Argmax { out: tok, logits, n: b, v, suppress: suppress(p) });

@@ -1,60 +1,185 @@
 //! Causal multi-head attention: one rayon task per (batch row, head), scores kept as probabilities.
+//! Hand-written register-blocked microkernels over the causal triangle only (a GEMM would compute the
+//! upper half and throw it away, and its per-call packing dominates at 150 × 150 × 32).
 
-use super::{axpy, rd, softmax_in_place, wr, CpuBuffer, SyncPtr};
+use super::{dot, rd, softmax_in_place, wr, CpuBuffer, SyncPtr};
 use crate::backend::View;
 use rayon::prelude::*;
 
 type V<'a> = View<'a, CpuBuffer>;
 
-/// C[m, n] (=|+=) A·B for small per-head matrices, single-threaded (we are inside a rayon task).
-/// Strides are (row, col) in elements.
-#[allow(clippy::too_many_arguments)]
+/// Query rows per microkernel block and output columns per pass (two AVX-512 vectors): R·W/16 = 8
+/// independent accumulators, enough to keep both FMA pipes busy.
+const R: usize = 4;
+const W: usize = 32;
+
 #[inline]
-fn small_gemm(
-    m: usize, n: usize, k: usize,
-    dst: *mut f32, d_rs: usize, accumulate: bool,
-    a: *const f32, a_rs: usize, a_cs: usize,
-    b: *const f32, b_rs: usize, b_cs: usize,
-) {
-    unsafe {
-        gemm::gemm(
-            m, n, k,
-            dst, 1, d_rs as isize,
-            accumulate,
-            a, a_cs as isize, a_rs as isize,
-            b, b_cs as isize, b_rs as isize,
-            if accumulate { 1.0 } else { 0.0 }, 1.0,
-            false, false, false, gemm::Parallelism::None,
-        )
+fn pad_w(x: usize) -> usize {
+    x.div_ceil(W) * W
+}
+
+/// Causal lower block triangle of s = a·bt: rows i in blocks of R, columns j < (block end) rounded up
+/// to W. a is [tr, k] (tr = t rounded up to R), bt is [k, tp], s is [tr, tp]; padding is zero.
+fn abt_lower(s: &mut [f32], a: &[f32], bt: &[f32], t: usize, k: usize, tp: usize) {
+    for i0 in (0..t).step_by(R) {
+        let jend = pad_w(i0 + R).min(tp);
+        for j0 in (0..jend).step_by(W) {
+            let mut acc = [[0f32; W]; R];
+            let ar: [&[f32]; R] = std::array::from_fn(|r| &a[(i0 + r) * k..][..k]);
+            for (d, brow) in bt.chunks_exact(tp).take(k).enumerate() {
+                let bv: &[f32; W] = brow[j0..j0 + W].try_into().unwrap();
+                for (acc_r, a_r) in acc.iter_mut().zip(&ar) {
+                    let x = a_r[d];
+                    for (y, b) in acc_r.iter_mut().zip(bv) {
+                        *y = x.mul_add(*b, *y);
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                s[(i0 + r) * tp + j0..][..W].copy_from_slice(acc_r);
+            }
+        }
     }
 }
 
-/// Per (batch row, head): S = Q·Kᵀ/√hs as one small GEMM, causal softmax row by row, Y = P·V.
+/// y[i, :] = Σ_{j < min(block end, t)} a[i, j]·b[j, :] (a zero above its diagonal).
+/// a is [tr, tp], b is [t.., hp] with hp a multiple of W, y is [tr, hp].
+fn ab_lower(y: &mut [f32], a: &[f32], b: &[f32], t: usize, tp: usize, hp: usize) {
+    for i0 in (0..t).step_by(R) {
+        let jhi = (i0 + R).min(t);
+        for c0 in (0..hp).step_by(W) {
+            let mut acc = [[0f32; W]; R];
+            let ar: [&[f32]; R] = std::array::from_fn(|r| &a[(i0 + r) * tp..(i0 + r) * tp + jhi]);
+            for (j, brow) in b[..jhi * hp].chunks_exact(hp).enumerate() {
+                let bv: &[f32; W] = brow[c0..c0 + W].try_into().unwrap();
+                for (acc_r, a_r) in acc.iter_mut().zip(&ar) {
+                    let x = a_r[j];
+                    for (y, bb) in acc_r.iter_mut().zip(bv) {
+                        *y = x.mul_add(*bb, *y);
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                y[(i0 + r) * hp + c0..][..W].copy_from_slice(acc_r);
+            }
+        }
+    }
+}
+
+/// y[j, :] = Σ_{i ≥ j} a[i, j]·b[i, :] — aᵀ·b without transposing a: a row block of R outputs reads
+/// R adjacent entries of each a row. a ([t, ≥t] at row stride a_rs) must be zero above its
+/// diagonal within each R block; b is [t, hp], y is [tr, hp] (rows ≥ t hold garbage).
+fn atb_upper(y: &mut [f32], a: &[f32], a_rs: usize, b: &[f32], t: usize, hp: usize) {
+    for j0 in (0..t).step_by(R) {
+        // Padding rows (j ≥ t) read a valid column instead; their output is never stored.
+        let col: [usize; R] = std::array::from_fn(|r| (j0 + r).min(t - 1));
+        for c0 in (0..hp).step_by(W) {
+            let mut acc = [[0f32; W]; R];
+            for (ii, brow) in b[j0 * hp..t * hp].chunks_exact(hp).enumerate() {
+                let arow = &a[(j0 + ii) * a_rs..];
+                let bv: &[f32; W] = brow[c0..c0 + W].try_into().unwrap();
+                for (acc_r, &cj) in acc.iter_mut().zip(&col) {
+                    let x = arow[cj];
+                    for (y, bb) in acc_r.iter_mut().zip(bv) {
+                        *y = x.mul_add(*bb, *y);
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                y[(j0 + r) * hp + c0..][..W].copy_from_slice(acc_r);
+            }
+        }
+    }
+}
+
+/// dst = src[..dst.len()] for a few dozen words, in vector-sized pieces (a memcpy call per head row
+/// costs more than the copy).
+#[inline(always)]
+fn copy_small(dst: &mut [f32], src: &[f32]) {
+    let src = &src[..dst.len()];
+    let (dc, dt) = dst.as_chunks_mut::<16>();
+    let (sc, st) = src.as_chunks::<16>();
+    for (d, s) in dc.iter_mut().zip(sc) {
+        *d = *s;
+    }
+    for (d, s) in dt.iter_mut().zip(st) {
+        *d = *s;
+    }
+}
+
+/// Per-task working copies of one head, zero-padded to the microkernel tiles (padding stays zero:
+/// only positions < t are ever written, and every task of one call has the same shape).
+struct Head {
+    t: usize,
+    hs: usize,
+    tp: usize,
+    hp: usize,
+    /// [tr, hs] row operands of a·btᵀ products (q, or dy)
+    a: Vec<f32>,
+    /// [hs, tp] transposed operand (kᵀ, or vᵀ)
+    bt: Vec<f32>,
+    /// [tr, tp] scores / probabilities / dS
+    s: Vec<f32>,
+    /// [tp, hp] row operands of the a·b products (v; or k, q, dy)
+    b: [Vec<f32>; 3],
+    /// [tr, hp] product output
+    y: Vec<f32>,
+}
+
+impl Head {
+    fn new(t: usize, hs: usize) -> Self {
+        let (tr, tp, hp) = (t.div_ceil(R) * R, pad_w(t), pad_w(hs));
+        let z = |n: usize| vec![0f32; n];
+        Head { t, hs, tp, hp, a: z(tr * hs), bt: z(hs * tp), s: z(tr * tp), b: [z(tp * hp), z(tp * hp), z(tp * hp)], y: z(tr * hp) }
+    }
+
+    /// Copy the y rows (hs columns of each) to a strided destination.
+    ///
+    /// Safety: `dst` rows at stride `rs` must be writable by this task alone.
+    unsafe fn store_y(&self, dst: *mut f32, rs: usize) {
+        for i in 0..self.t {
+            let d = std::slice::from_raw_parts_mut(dst.add(i * rs), self.hs);
+            copy_small(d, &self.y[i * self.hp..]);
+        }
+    }
+}
+
+/// Per (batch row, head): S = Q·Kᵀ/√hs over the causal lower triangle only (register-blocked
+/// microkernels, the upper triangle skipped), softmax row by row, Y = P·V over j ≤ i.
 pub fn forward(out: V, att: V, qkv: V, b: usize, t: usize, c: usize, nh: usize) {
     let hs = c / nh;
     let scale = 1.0 / (hs as f32).sqrt();
     let qkv = rd(qkv);
     let out_ptr = SyncPtr(wr(out).as_mut_ptr());
-    wr(att)[..b * nh * t * t].par_chunks_mut(t * t).enumerate().for_each(|(bh, p)| {
-        let (bi, h) = bi_h(bh, nh);
-        let o = out_ptr;
-        let base = qkv[bi * t * 3 * c..].as_ptr();
-        let (q, k, v) = unsafe { (base.add(h * hs), base.add(c + h * hs), base.add(2 * c + h * hs)) };
-        // Scores for the causal lower triangle (the upper part is computed and discarded: one GEMM is
-        // cheaper than t short dot products).
-        small_gemm(t, t, hs, p.as_mut_ptr(), t, false, q, 3 * c, 1, k, 1, 3 * c);
-        for ti in 0..t {
-            let row = &mut p[ti * t..(ti + 1) * t];
-            for x in row[..=ti].iter_mut() {
-                *x *= scale;
+    wr(att)[..b * nh * t * t].par_chunks_mut(t * t).enumerate().for_each_init(
+        || Head::new(t, hs),
+        |hd, (bh, p)| {
+            let (bi, h) = bi_h(bh, nh);
+            let o = out_ptr;
+            let (tp, hp) = (hd.tp, hd.hp);
+            for i in 0..t {
+                let row = &qkv[(bi * t + i) * 3 * c + h * hs..];
+                for d in 0..hs {
+                    hd.a[i * hs + d] = row[d] * scale;
+                    hd.bt[d * tp + i] = row[c + d];
+                }
+                copy_small(&mut hd.b[0][i * hp..i * hp + hs], &row[2 * c..]);
             }
-            softmax_in_place(&mut row[..=ti]);
-            row[ti + 1..].fill(0.0);
-        }
-        // Safety: this task alone writes head h of batch row bi.
-        let y = unsafe { o.0.add(bi * t * c + h * hs) };
-        small_gemm(t, hs, t, y, c, false, p.as_ptr(), t, 1, v, 3 * c, 1);
-    });
+            abt_lower(&mut hd.s, &hd.a, &hd.bt, t, hs, tp);
+            for i in 0..t {
+                let row = &mut hd.s[i * tp..(i + 1) * tp];
+                softmax_in_place(&mut row[..=i]);
+                // ab_tri reads up to the end of the row block: those entries must be zero.
+                let blk_end = ((i / R + 1) * R).min(t);
+                row[i + 1..blk_end].fill(0.0);
+                p[i * t..i * t + i + 1].copy_from_slice(&row[..=i]);
+                p[i * t + i + 1..(i + 1) * t].fill(0.0);
+            }
+            ab_lower(&mut hd.y, &hd.s, &hd.b[0], t, tp, hp);
+            // Safety: this task alone writes head h of batch row bi.
+            unsafe { hd.store_y(o.0.add(bi * t * c + h * hs), c) };
+        },
+    );
 }
 
 #[inline]
@@ -62,7 +187,8 @@ fn bi_h(bh: usize, nh: usize) -> (usize, usize) {
     (bh / nh, bh % nh)
 }
 
-/// Per (batch row, head): dV = Pᵀ·dY, dP = dY·Vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP))/√hs, dQ = dS·K, dK = dSᵀ·Q.
+/// Per (batch row, head), over the causal triangle only: dP = dY·Vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP))/√hs,
+/// dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dY.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(dqkv: V, dout: V, qkv: V, att: V, b: usize, t: usize, c: usize, nh: usize) {
     let hs = c / nh;
@@ -70,29 +196,44 @@ pub fn backward(dqkv: V, dout: V, qkv: V, att: V, b: usize, t: usize, c: usize, 
     let (qkv, att, dout) = (rd(qkv), rd(att), rd(dout));
     let dptr = SyncPtr(wr(dqkv).as_mut_ptr());
     (0..b * nh).into_par_iter().for_each_init(
-        || vec![0f32; t * t],
-        |ds, bh| {
+        || Head::new(t, hs),
+        |hd, bh| {
             let (bi, h) = bi_h(bh, nh);
             let d = dptr;
+            let (tp, hp) = (hd.tp, hd.hp);
             let p = &att[bh * t * t..(bh + 1) * t * t];
-            let base = qkv[bi * t * 3 * c..].as_ptr();
-            let (q, k, v) = unsafe { (base.add(h * hs), base.add(c + h * hs), base.add(2 * c + h * hs)) };
-            let dy = dout[bi * t * c + h * hs..].as_ptr();
-            // Safety: this task alone owns the q/k/v columns of head h in batch row bi.
-            let dbase = unsafe { d.0.add(bi * t * 3 * c) };
-            let (dq, dk, dv) = unsafe { (dbase.add(h * hs), dbase.add(c + h * hs), dbase.add(2 * c + h * hs)) };
-            small_gemm(t, hs, t, dv, 3 * c, false, p.as_ptr(), 1, t, dy, c, 1);
-            small_gemm(t, t, hs, ds.as_mut_ptr(), t, false, dy, c, 1, v, 1, 3 * c);
-            for ti in 0..t {
-                let (pr, dr) = (&p[ti * t..ti * t + ti + 1], &mut ds[ti * t..(ti + 1) * t]);
-                let s: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                for (x, a) in dr[..=ti].iter_mut().zip(pr) {
-                    *x = a * (*x - s) * scale;
+            // a = dy rows, bt = vᵀ; b = [k, q, dy] rows.
+            for i in 0..t {
+                let row = &qkv[(bi * t + i) * 3 * c + h * hs..];
+                let dy = &dout[(bi * t + i) * c + h * hs..][..hs];
+                copy_small(&mut hd.a[i * hs..(i + 1) * hs], dy);
+                for dd in 0..hs {
+                    hd.bt[dd * tp + i] = row[2 * c + dd];
                 }
-                dr[ti + 1..].fill(0.0);
+                copy_small(&mut hd.b[0][i * hp..i * hp + hs], &row[c..]);
+                copy_small(&mut hd.b[1][i * hp..i * hp + hs], row);
+                copy_small(&mut hd.b[2][i * hp..i * hp + hs], dy);
             }
-            small_gemm(t, hs, t, dq, 3 * c, false, ds.as_ptr(), t, 1, k, 3 * c, 1);
-            small_gemm(t, hs, t, dk, 3 * c, false, ds.as_ptr(), 1, t, q, 3 * c, 1);
+            // Safety: this task alone owns the q/k/v columns of head h in batch row bi.
+            let dbase = unsafe { d.0.add(bi * t * 3 * c + h * hs) };
+            // dV = Pᵀ·dY (att is exactly zero above the diagonal).
+            atb_upper(&mut hd.y, p, t, &hd.b[2], t, hp);
+            unsafe { hd.store_y(dbase.add(2 * c), 3 * c) };
+            // dP, then dS in place.
+            abt_lower(&mut hd.s, &hd.a, &hd.bt, t, hs, tp);
+            for i in 0..t {
+                let (pr, dr) = (&p[i * t..i * t + i + 1], &mut hd.s[i * tp..(i + 1) * tp]);
+                let sum = dot(pr, dr);
+                for (x, a) in dr[..=i].iter_mut().zip(pr) {
+                    *x = a * (*x - sum) * scale;
+                }
+                let blk_end = ((i / R + 1) * R).min(t);
+                dr[i + 1..blk_end].fill(0.0);
+            }
+            ab_lower(&mut hd.y, &hd.s, &hd.b[0], t, tp, hp);
+            unsafe { hd.store_y(dbase, 3 * c) };
+            atb_upper(&mut hd.y, &hd.s, tp, &hd.b[1], t, hp);
+            unsafe { hd.store_y(dbase.add(c), 3 * c) };
         },
     );
 }
@@ -116,8 +257,23 @@ pub fn kv_cache_write(cache: V, qkv: V, b: usize, t: usize, pos0: usize, t_max: 
     });
 }
 
-/// One query per (row, head) at position `pos` against cached keys/values 0..=pos: the scores are
-/// hs axpys over kᵀ rows, the output pos+1 axpys over v rows — both contiguous and vectorized.
+/// N words of `row` from `j0`, zero-padded past its end (the last chunk of a cache row).
+#[inline(always)]
+fn chunk<const N: usize>(row: &[f32], j0: usize) -> [f32; N] {
+    match row.get(j0..j0 + N) {
+        Some(c) => c.try_into().unwrap(),
+        None => {
+            let mut c = [0f32; N];
+            let tail = &row[j0.min(row.len())..];
+            c[..tail.len()].copy_from_slice(tail);
+            c
+        }
+    }
+}
+
+/// One query per (row, head) at position `pos` against cached keys/values 0..=pos, in one pass
+/// over each: scores W keys at a time accumulated over the hs kᵀ rows in registers, the output as
+/// four interleaved partial sums over the v rows (independent FMA chains).
 #[allow(clippy::too_many_arguments)]
 pub fn decode(out: V, qkv: V, cache: V, b: usize, pos: usize, t_max: usize, c: usize, nh: usize) {
     let hs = c / nh;
@@ -125,24 +281,174 @@ pub fn decode(out: V, qkv: V, cache: V, b: usize, pos: usize, t_max: usize, c: u
     let (qkv, cache) = (rd(qkv), rd(cache));
     let n = pos + 1;
     wr(out)[..b * c].par_chunks_mut(c).enumerate().for_each_init(
-        || vec![0f32; n],
+        || vec![0f32; pad_w(n)],
         |s, (bi, y_row)| {
-            s.resize(n, 0.0);
+            s.resize(pad_w(n), 0.0);
             for h in 0..nh {
                 let blk = &cache[(bi * nh + h) * 2 * hs * t_max..];
                 let (kt, v) = (&blk[..hs * t_max], &blk[hs * t_max..2 * hs * t_max]);
                 let q = &qkv[bi * 3 * c + h * hs..][..hs];
-                s.fill(0.0);
-                for d in 0..hs {
-                    axpy(s, q[d] * scale, &kt[d * t_max..d * t_max + n]);
+                for (j0, sc) in (0..n).step_by(W).zip(s.chunks_exact_mut(W)) {
+                    let mut acc = [0f32; W];
+                    for (d, krow) in kt.chunks_exact(t_max).enumerate() {
+                        let kv: [f32; W] = chunk(krow, j0);
+                        let qd = q[d] * scale;
+                        for (a, k) in acc.iter_mut().zip(&kv) {
+                            *a = qd.mul_add(*k, *a);
+                        }
+                    }
+                    sc.copy_from_slice(&acc);
                 }
-                softmax_in_place(s);
+                softmax_in_place(&mut s[..n]);
                 let y = &mut y_row[h * hs..(h + 1) * hs];
-                y.fill(0.0);
-                for (t2, p) in s.iter().enumerate() {
-                    axpy(y, *p, &v[t2 * hs..(t2 + 1) * hs]);
+                for c0 in (0..hs).step_by(W) {
+                    let mut acc = [[0f32; W]; 4];
+                    let rows = v[..n * hs].chunks_exact(hs).zip(&s[..n]);
+                    for (j, (vrow, &p)) in rows.enumerate() {
+                        let vv: [f32; W] = chunk(vrow, c0);
+                        for (a, x) in acc[j % 4].iter_mut().zip(&vv) {
+                            *a = p.mul_add(*x, *a);
+                        }
+                    }
+                    let w = W.min(hs - c0);
+                    for (l, yl) in y[c0..c0 + w].iter_mut().enumerate() {
+                        *yl = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+                    }
                 }
             }
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::CpuBackend;
+    use crate::backend::{Backend, View};
+    use crate::rng::{purpose, Stream};
+
+    fn w(x: &super::CpuBuffer) -> View<'_, super::CpuBuffer> {
+        View::new(x, 0, super::super::rd_len(x))
+    }
+
+    fn v(x: &super::CpuBuffer, off: usize, len: usize) -> View<'_, super::CpuBuffer> {
+        View::new(x, off, len)
+    }
+
+    /// Naive f64 causal attention: (out, att) and, for a given dout, dqkv.
+    fn reference(qkv: &[f32], dout: &[f32], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let hs = c / nh;
+        let scale = 1.0 / (hs as f64).sqrt();
+        let (mut out, mut att, mut dqkv) = (vec![0f64; b * t * c], vec![0f64; b * nh * t * t], vec![0f64; b * t * 3 * c]);
+        let at = |bi: usize, i: usize, part: usize, h: usize, d: usize| qkv[(bi * t + i) * 3 * c + part * c + h * hs + d] as f64;
+        for bi in 0..b {
+            for h in 0..nh {
+                let p = &mut att[(bi * nh + h) * t * t..][..t * t];
+                for i in 0..t {
+                    let s: Vec<f64> = (0..=i).map(|j| (0..hs).map(|d| at(bi, i, 0, h, d) * at(bi, j, 1, h, d)).sum::<f64>() * scale).collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    for j in 0..=i {
+                        p[i * t + j] = (s[j] - m).exp() / z;
+                        for d in 0..hs {
+                            out[(bi * t + i) * c + h * hs + d] += p[i * t + j] * at(bi, j, 2, h, d);
+                        }
+                    }
+                }
+                for i in 0..t {
+                    let dy = |d: usize| dout[(bi * t + i) * c + h * hs + d] as f64;
+                    let dp: Vec<f64> = (0..=i).map(|j| (0..hs).map(|d| dy(d) * at(bi, j, 2, h, d)).sum()).collect();
+                    let sum: f64 = (0..=i).map(|j| p[i * t + j] * dp[j]).sum();
+                    for j in 0..=i {
+                        let ds = p[i * t + j] * (dp[j] - sum) * scale;
+                        for d in 0..hs {
+                            dqkv[(bi * t + i) * 3 * c + h * hs + d] += ds * at(bi, j, 1, h, d);
+                            dqkv[(bi * t + j) * 3 * c + c + h * hs + d] += ds * at(bi, i, 0, h, d);
+                            dqkv[(bi * t + j) * 3 * c + 2 * c + h * hs + d] += p[i * t + j] * dy(d);
+                        }
+                    }
+                }
+            }
+        }
+        (out, att, dqkv)
+    }
+
+    fn close(what: &str, got: &[f32], want: &[f64]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{what}[{i}]: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn kv_cache_decode_matches_naive_f64() {
+        let cpu = CpuBackend::with_threads(2);
+        for (b, t_max, c, nh, pos) in [(3, 9, 24, 4, 5), (1, 1, 8, 2, 0), (2, 150, 20, 4, 149), (2, 150, 128, 4, 137), (1, 40, 96, 1, 33)] {
+            let hs = c / nh;
+            let mut rng = Stream::new(pos as u64, purpose::MISC, c as u32);
+            let qkv_h: Vec<f32> = (0..b * (pos + 1) * 3 * c).map(|_| rng.normal() as f32).collect();
+            let at = |bi: usize, i: usize, part: usize, h: usize, d: usize| qkv_h[(bi * (pos + 1) + i) * 3 * c + part * c + h * hs + d] as f64;
+            let up = |h: &[f32]| {
+                let x = cpu.alloc(h.len()).unwrap();
+                cpu.upload_f32(View::new(&x, 0, h.len()), h);
+                x
+            };
+            let (cache, out) = (cpu.alloc(b * 2 * c * t_max).unwrap(), up(&vec![7.0; b * c]));
+            // Positions 0..pos written one by one (as decode steps do), the query at pos.
+            let mut q_last = vec![0f32; b * 3 * c];
+            for i in 0..=pos {
+                let rows: Vec<f32> = (0..b).flat_map(|bi| qkv_h[(bi * (pos + 1) + i) * 3 * c..][..3 * c].to_vec()).collect();
+                let step = up(&rows);
+                cpu.scope(|| super::kv_cache_write(v(&cache, 0, b * 2 * c * t_max), v(&step, 0, b * 3 * c), b, 1, i, t_max, c, nh));
+                q_last = rows;
+            }
+            let q = up(&q_last);
+            cpu.scope(|| super::decode(v(&out, 0, b * c), v(&q, 0, b * 3 * c), v(&cache, 0, b * 2 * c * t_max), b, pos, t_max, c, nh));
+            let mut got = vec![0f32; b * c];
+            cpu.download_f32(v(&out, 0, b * c), &mut got);
+            let mut want = vec![0f64; b * c];
+            for bi in 0..b {
+                for h in 0..nh {
+                    let s: Vec<f64> = (0..=pos).map(|j| (0..hs).map(|d| at(bi, pos, 0, h, d) * at(bi, j, 1, h, d)).sum::<f64>() / (hs as f64).sqrt()).collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    for j in 0..=pos {
+                        for d in 0..hs {
+                            want[bi * c + h * hs + d] += (s[j] - m).exp() / z * at(bi, j, 2, h, d);
+                        }
+                    }
+                }
+            }
+            close(&format!("decode b{b} t_max{t_max} c{c} nh{nh} pos{pos}"), &got, &want);
+        }
+    }
+
+    #[test]
+    fn causal_attention_matches_naive_f64_on_awkward_shapes() {
+        let cpu = CpuBackend::with_threads(2);
+        for (b, t, c, nh) in [(2, 7, 24, 4), (1, 1, 8, 2), (2, 33, 20, 4), (1, 70, 12, 3), (3, 150, 128, 4), (1, 37, 96, 1)] {
+            let mut rng = Stream::new(t as u64, purpose::MISC, c as u32);
+            let mut rand = |n: usize, s: f64| (0..n).map(|_| (rng.normal() * s) as f32).collect::<Vec<f32>>();
+            let (qkv_h, dout_h) = (rand(b * t * 3 * c, 1.5), rand(b * t * c, 1.0));
+            let buf = |h: &[f32]| {
+                let x = cpu.alloc(h.len().max(1)).unwrap();
+                cpu.upload_f32(View::new(&x, 0, h.len()), h);
+                x
+            };
+            let (qkv, dout) = (buf(&qkv_h), buf(&dout_h));
+            // Garbage in the outputs: every element must be written.
+            let (out, att, dqkv) = (buf(&vec![7.0; b * t * c]), buf(&vec![7.0; b * nh * t * t]), buf(&vec![7.0; b * t * 3 * c]));
+            cpu.scope(|| super::forward(w(&out), w(&att), w(&qkv), b, t, c, nh));
+            cpu.scope(|| super::backward(w(&dqkv), w(&dout), w(&qkv), w(&att), b, t, c, nh));
+            let (ro, ra, rd) = reference(&qkv_h, &dout_h, b, t, c, nh);
+            let get = |x: &super::CpuBuffer| {
+                let mut h = vec![0f32; cpu.buffer_len(x)];
+                cpu.download_f32(w(x), &mut h);
+                h
+            };
+            let what = format!("b{b} t{t} c{c} nh{nh}");
+            close(&format!("{what} out"), &get(&out), &ro);
+            close(&format!("{what} att"), &get(&att), &ra);
+            close(&format!("{what} dqkv"), &get(&dqkv), &rd);
+        }
+    }
 }

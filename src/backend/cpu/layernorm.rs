@@ -1,6 +1,6 @@
 //! LayerNorm over the last dimension (biased variance), forward and backward.
 
-use super::{rd, wr, CpuBuffer, REDUCE_ROWS};
+use super::{dot, rd, sum_map, wr, CpuBuffer, REDUCE_ROWS};
 use crate::backend::View;
 use rayon::prelude::*;
 
@@ -16,8 +16,8 @@ pub fn forward(out: V, mean: V, rstd: V, inp: V, weight: V, bias: V, n: usize, c
         .enumerate()
         .for_each(|(row, (o, (m, r)))| {
             let xr = &x[row * c..(row + 1) * c];
-            let mu = xr.iter().sum::<f32>() / c as f32;
-            let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / c as f32;
+            let mu = sum_map(xr, |v| v) / c as f32;
+            let var = sum_map(xr, |v| (v - mu) * (v - mu)) / c as f32;
             let rs = 1.0 / (var + eps).sqrt();
             for i in 0..c {
                 o[i] = (xr[i] - mu) * rs * w[i] + bb[i];
@@ -38,25 +38,22 @@ pub fn backward(dinp: V, dweight: V, dbias: V, dout: V, inp: V, weight: V, mean:
         .enumerate()
         .map(|(blk, dx_blk)| {
             let mut part = vec![0f32; 2 * c];
-            let mut dnorm = vec![0f32; c];
+            let (mut dnorm, mut norm_buf) = (vec![0f32; c], vec![0f32; c]);
             for (j, dx) in dx_blk.chunks_mut(c).enumerate() {
                 let row = blk * REDUCE_ROWS + j;
                 let (xr, dyr) = (&x[row * c..(row + 1) * c], &dy[row * c..(row + 1) * c]);
                 let (mu, rs) = (mean[row], rstd[row]);
-                let (mut dmean, mut dnorm_norm) = (0f32, 0f32);
                 for i in 0..c {
                     let norm = (xr[i] - mu) * rs;
                     dnorm[i] = w[i] * dyr[i];
-                    dmean += dnorm[i];
-                    dnorm_norm += dnorm[i] * norm;
+                    norm_buf[i] = norm;
                     part[i] += norm * dyr[i];
                     part[c + i] += dyr[i];
                 }
-                dmean /= c as f32;
-                dnorm_norm /= c as f32;
+                let dmean = sum_map(&dnorm, |v| v) / c as f32;
+                let dnorm_norm = dot(&dnorm, &norm_buf) / c as f32;
                 for i in 0..c {
-                    let norm = (xr[i] - mu) * rs;
-                    dx[i] += (dnorm[i] - dmean - norm * dnorm_norm) * rs;
+                    dx[i] += (dnorm[i] - dmean - norm_buf[i] * dnorm_norm) * rs;
                 }
             }
             part

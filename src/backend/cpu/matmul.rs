@@ -164,3 +164,52 @@ pub fn backward(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{rd_len, CpuBackend};
+    use crate::backend::{Backend, View, WeightLayout};
+    use crate::rng::{purpose, Stream};
+
+    /// Both forward paths (column halves for few rows, row blocks for many; both layouts) against f64.
+    #[test]
+    fn forward_matches_naive_f64() {
+        let cpu = CpuBackend::with_threads(2);
+        for (n, c, oc, with_bias, layout) in [
+            (1, 37, 64, true, WeightLayout::InOut),
+            (5, 128, 100, true, WeightLayout::InOut),
+            (16, 128, 384, false, WeightLayout::InOut),
+            (64, 33, 130, true, WeightLayout::InOut),
+            (65, 40, 96, true, WeightLayout::InOut),
+            (16, 128, 14, false, WeightLayout::OutIn),
+            (700, 24, 70, true, WeightLayout::InOut),
+        ] {
+            let mut rng = Stream::new(n as u64, purpose::MISC, oc as u32);
+            let mut rand = |len: usize| (0..len).map(|_| rng.normal() as f32).collect::<Vec<f32>>();
+            let (xh, wh, bh) = (rand(n * c), rand(c * oc), rand(oc));
+            let up = |h: &[f32]| {
+                let b = cpu.alloc(h.len()).unwrap();
+                cpu.upload_f32(View::new(&b, 0, h.len()), h);
+                b
+            };
+            let (x, w, b, y) = (up(&xh), up(&wh), up(&bh), up(&vec![7.0; n * oc]));
+            fn whole(b: &super::CpuBuffer) -> View<'_, super::CpuBuffer> {
+                View::new(b, 0, rd_len(b))
+            }
+            cpu.scope(|| super::forward(whole(&y), whole(&x), whole(&w), with_bias.then(|| whole(&b)), n, c, oc, layout));
+            let mut got = vec![0f32; n * oc];
+            cpu.download_f32(whole(&y), &mut got);
+            for i in 0..n {
+                for j in 0..oc {
+                    let wij = |kk: usize| match layout {
+                        WeightLayout::InOut => wh[kk * oc + j],
+                        WeightLayout::OutIn => wh[j * c + kk],
+                    } as f64;
+                    let want = (0..c).map(|kk| xh[i * c + kk] as f64 * wij(kk)).sum::<f64>() + if with_bias { bh[j] as f64 } else { 0.0 };
+                    let g = got[i * oc + j] as f64;
+                    assert!((g - want).abs() <= 1e-5 + 1e-4 * want.abs(), "n{n} c{c} oc{oc} [{i},{j}]: {g} vs {want}");
+                }
+            }
+        }
+    }
+}
