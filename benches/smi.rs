@@ -11,24 +11,13 @@ use memsieve::smi::project::project;
 use memsieve::smi::project_bf16::{self, pack_directions, project_bf16_into, Bf16Matrix};
 use memsieve::smi::{psmi, psmi_of, Classes, Directions, KsgOptions, PsmiOptions, PsmiScores};
 use std::hint::black_box;
-use std::time::Instant;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::arg;
 
-/// Median wall time (s) of `reps` runs.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut ts: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    ts.sort_by(f64::total_cmp);
-    ts[ts.len() / 2]
+fn time(reps: usize, f: impl FnMut()) -> f64 {
+    common::time(reps, false, f)
 }
 
 fn main() {

@@ -13,25 +13,13 @@ use memsieve::rng::{purpose, Stream};
 use memsieve::smi::pipeline::{psmi_on_device, Input, PipelineOptions};
 use memsieve::smi::{psmi, Classes, Ddof, Directions, PsmiOptions};
 use std::hint::black_box;
-use std::time::Instant;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::arg;
 
-/// Median wall time (s) of `reps` runs after one warm-up (pipeline compilation, allocations).
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut ts: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    ts.sort_by(f64::total_cmp);
-    ts[ts.len() / 2]
+fn time(reps: usize, f: impl FnMut()) -> f64 {
+    common::time(reps, true, f)
 }
 
 struct Setup {
