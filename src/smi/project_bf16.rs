@@ -39,25 +39,16 @@ impl Bf16Matrix {
 
     /// Round a row-major f32 matrix to bf16.
     pub fn from_f32(x: &[f32], rows: usize, cols: usize) -> Result<Self> {
-        if x.len() != rows * cols {
-            return Err(Error::Input(format!("bf16 conversion: {} values are not {rows} × {cols}", x.len())));
-        }
-        let pairs = cols.div_ceil(2);
-        let mut words = vec![0u32; rows * pairs];
-        if cols > 0 {
-            words.par_chunks_mut(pairs).zip(x.par_chunks(cols)).for_each(|(w, row)| {
-                for (p, wp) in w.iter_mut().enumerate() {
-                    let lo = bf16::from_f32(row[2 * p]);
-                    let hi = row.get(2 * p + 1).map_or(bf16::ZERO, |&v| bf16::from_f32(v));
-                    *wp = pair_word(lo, hi);
-                }
-            });
-        }
-        Ok(Bf16Matrix { rows, cols, words })
+        Self::pack(x, rows, cols, bf16::from_f32)
     }
 
     /// Take a matrix that is already bf16 (a bf16 input file) without rounding anything.
     pub fn from_bf16(x: &[bf16], rows: usize, cols: usize) -> Result<Self> {
+        Self::pack(x, rows, cols, |v| v)
+    }
+
+    /// Rows of `x` as bf16 pairs (an odd last column pairs with zero).
+    fn pack<T: Copy + Sync>(x: &[T], rows: usize, cols: usize, to_bf16: impl Fn(T) -> bf16 + Sync) -> Result<Self> {
         if x.len() != rows * cols {
             return Err(Error::Input(format!("bf16 matrix: {} values are not {rows} × {cols}", x.len())));
         }
@@ -66,7 +57,8 @@ impl Bf16Matrix {
         if cols > 0 {
             words.par_chunks_mut(pairs).zip(x.par_chunks(cols)).for_each(|(w, row)| {
                 for (p, wp) in w.iter_mut().enumerate() {
-                    *wp = pair_word(row[2 * p], row.get(2 * p + 1).copied().unwrap_or(bf16::ZERO));
+                    let hi = row.get(2 * p + 1).map_or(bf16::ZERO, |&v| to_bf16(v));
+                    *wp = pair_word(to_bf16(row[2 * p]), hi);
                 }
             });
         }
