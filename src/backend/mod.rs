@@ -105,6 +105,23 @@ pub enum Op<'a, Buf> {
     /// out[i] = (mean, std (ddof 0), quantile 0.01, quantile 0.99) as f64 of row i of pmi[n, k] over the
     /// slices with `excluded[j]` = 0 (numpy's linear quantiles; smi::psmi::summarize_row).
     SmiRowSummary { out: View<'a, Buf>, pmi: View<'a, Buf>, excluded: View<'a, Buf>, n: usize, k: usize },
+    // ---- attribution (src/attribution): one query position per row, recomputed above a scaled layer ----
+    /// out[r, :] = scale[r] · src[index[r], :] over rows of width w (scale 1 without `scale`): gathers
+    /// a full pass's activations at the queried positions, scaled onto the IG path (α·a). `index` is u32.
+    GatherRows { out: View<'a, Buf>, src: View<'a, Buf>, index: View<'a, Buf>, scale: Option<View<'a, Buf>>, n: usize, w: usize },
+    /// Causal attention of one query position per row against a context: row r, with
+    /// index[r] = s·t_ctx + t, attends to positions 0..t−1 of sequence s in ctx [S·t_ctx, 3c] (the qkv
+    /// of a full forward pass, unchanged below the row's position) and to its own k and v (position t)
+    /// in qkv [n, 3c]. att [n, nh, t_ctx] keeps the probabilities over positions 0..=t.
+    AttentionRowForward { out: View<'a, Buf>, att: View<'a, Buf>, qkv: View<'a, Buf>, ctx: View<'a, Buf>, index: View<'a, Buf>, n: usize, t_ctx: usize, c: usize, nh: usize },
+    /// dqkv [n, 3c] = ∂/∂(q, k_t, v_t) of each row (overwritten); the context is constant.
+    AttentionRowBackward { dqkv: View<'a, Buf>, dout: View<'a, Buf>, qkv: View<'a, Buf>, ctx: View<'a, Buf>, att: View<'a, Buf>, index: View<'a, Buf>, n: usize, t_ctx: usize, c: usize, nh: usize },
+    /// dlogits [n, v] = ∂f/∂logits of f = probs[target] ((onehot − p)·p_target), or of f = log
+    /// probs[target] with `log` (onehot − p). Overwritten; may run in place on probs.
+    TargetProbBackward { dlogits: View<'a, Buf>, probs: View<'a, Buf>, targets: View<'a, Buf>, n: usize, v: usize, log: bool },
+    /// Integrated gradients of n/m path groups of m consecutive rows: ig[g, k] =
+    /// src[index[g·m], k] · (1/m)·Σ_j grads[g·m + j, k] over width w.
+    IgReduce { ig: View<'a, Buf>, grads: View<'a, Buf>, src: View<'a, Buf>, index: View<'a, Buf>, n: usize, m: usize, w: usize },
 }
 
 /// f64 values as device words (two per value, low word first), the layout of the SMI ops' f64 arrays.
@@ -174,6 +191,11 @@ impl<Buf> Op<'_, Buf> {
             Op::SmiClassStats { .. } => "smi_class_stats",
             Op::SmiScore { .. } => "smi_score",
             Op::SmiRowSummary { .. } => "smi_row_summary",
+            Op::GatherRows { .. } => "gather_rows",
+            Op::AttentionRowForward { .. } => "attention_row_forward",
+            Op::AttentionRowBackward { .. } => "attention_row_backward",
+            Op::TargetProbBackward { .. } => "target_prob_backward",
+            Op::IgReduce { .. } => "ig_reduce",
         }
     }
 
@@ -238,6 +260,18 @@ impl<Buf> Op<'_, Buf> {
             Op::SmiScore { n, k, classes, .. } => f(n * k * (8 * classes + 20), 2 * n * k + n + 6 * k * classes),
             // Two passes for mean and std, about eight for the quantile selections.
             Op::SmiRowSummary { n, k, .. } => f(12 * n * k, n * k + k + 8 * n),
+            Op::GatherRows { n, w, .. } => f(n * w, 2 * n * w + 2 * n),
+            // Up to t_ctx context positions per row and head (half on average over a sequence's positions).
+            Op::AttentionRowForward { n, t_ctx, c, nh, .. } => {
+                let pairs = n * nh * t_ctx.div_ceil(2);
+                f(4 * pairs * (c / nh) + 5 * pairs, 4 * n * c + pairs * 2 * (c / nh) + pairs)
+            }
+            Op::AttentionRowBackward { n, t_ctx, c, nh, .. } => {
+                let pairs = n * nh * t_ctx.div_ceil(2);
+                f(8 * pairs * (c / nh) + 5 * pairs, 7 * n * c + pairs * 2 * (c / nh) + pairs)
+            }
+            Op::TargetProbBackward { n, v, .. } => f(2 * n * v, 2 * n * v + n),
+            Op::IgReduce { n, m, w, .. } => f(n * w + 2 * (n / m.max(1)) * w, n * w + 2 * (n / m.max(1)) * w),
         }
     }
 }

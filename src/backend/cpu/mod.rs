@@ -4,6 +4,7 @@
 mod activation;
 mod adamw;
 mod attention;
+mod attribution;
 mod crossentropy;
 mod elementwise;
 mod encoder;
@@ -206,6 +207,17 @@ impl Backend for CpuBackend {
                 smi::score(pmi, proj, labels, model, excluded, n, k, classes, ld, col0)
             }
             Op::SmiRowSummary { out, pmi, excluded, n, k } => smi::row_summary(out, pmi, excluded, n, k),
+            Op::GatherRows { out, src, index, scale, n, w } => attribution::gather_rows(out, src, index, scale, n, w),
+            Op::AttentionRowForward { out, att, qkv, ctx, index, n, t_ctx, c, nh } => {
+                attribution::row_forward(out, att, qkv, ctx, index, n, t_ctx, c, nh)
+            }
+            Op::AttentionRowBackward { dqkv, dout, qkv, ctx, att, index, n, t_ctx, c, nh } => {
+                attribution::row_backward(dqkv, dout, qkv, ctx, att, index, n, t_ctx, c, nh)
+            }
+            Op::TargetProbBackward { dlogits, probs, targets, n, v, log } => {
+                attribution::target_prob_backward(dlogits, probs, targets, n, v, log)
+            }
+            Op::IgReduce { ig, grads, src, index, n, m, w } => attribution::ig_reduce(ig, grads, src, index, n, m, w),
         }
     }
 }

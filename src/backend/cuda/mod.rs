@@ -516,6 +516,13 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                 let args = [self.ptr(out), self.ptr(pmi), self.ptr(excluded), int(k)];
                 self.launch("smi_row_summary", [blocks(n, 1), 1, 1], [SMI_THREADS, 1, 1], 0, &args);
             }
+            // The attribution kernels for this backend are being written (issue 6); until then the
+            // attribution drivers refuse this backend before any op runs (attribution::require_cpu).
+            Op::GatherRows { .. }
+            | Op::AttentionRowForward { .. }
+            | Op::AttentionRowBackward { .. }
+            | Op::TargetProbBackward { .. }
+            | Op::IgReduce { .. } => panic!("{} has no attribution kernels yet", op.name()),
         }
     }
 }

@@ -291,6 +291,13 @@ impl WgpuBackend {
                 let s = [u(n), u(k), 0, 0, 0, 0, 0, 0, 0];
                 self.dispatch("smi", "row_summary", Self::groups_1d(n, 1), &[(2, pmi), (4, out), (5, excluded)], &s);
             }
+            // The attribution kernels for this backend are being written (issue 6); until then the
+            // attribution drivers refuse this backend before any op runs (attribution::require_cpu).
+            Op::GatherRows { .. }
+            | Op::AttentionRowForward { .. }
+            | Op::AttentionRowBackward { .. }
+            | Op::TargetProbBackward { .. }
+            | Op::IgReduce { .. } => panic!("{} has no attribution kernels yet", op.name()),
         }
     }
 }
