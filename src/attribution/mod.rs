@@ -7,6 +7,7 @@
 pub mod depn;
 pub mod edit;
 pub mod exposure;
+pub mod ig;
 
 use crate::error::{Error, Result};
 

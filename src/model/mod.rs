@@ -113,6 +113,14 @@ impl ActLayout {
     }
 }
 
+/// Replace layer `layer`'s MLP post-activation at position `pos` of every row by `values` [b, 4C].
+#[derive(Clone, Copy, Debug)]
+pub struct ActPatch<'a> {
+    pub layer: usize,
+    pub pos: usize,
+    pub values: &'a [f32],
+}
+
 /// Activation buffers for one (B, T), plus backward scratch when training.
 pub struct Acts<B: Backend> {
     pub layout: ActLayout,
@@ -343,12 +351,13 @@ impl<B: Backend> Model<B> {
             }
             dev.upload_u32(av(l.targets), tg);
         }
-        self.forward_ops(b, t, targets.is_some());
+        self.forward_ops(b, t, targets.is_some(), &mut |_, _| {});
         Ok(())
     }
 
-    /// The op sequence of the forward pass (tokens/targets already on the device).
-    fn forward_ops(&self, b: usize, t: usize, with_loss: bool) {
+    /// The op sequence of the forward pass (tokens/targets already on the device). `after_act(l,
+    /// fch_act)` runs after layer l's MLP activation (a probe may read or overwrite it there).
+    fn forward_ops(&self, b: usize, t: usize, with_loss: bool, after_act: &mut dyn FnMut(usize, View<'_, B::Buffer>)) {
         let cfg = &self.cfg;
         let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
         let n = b * t;
@@ -370,6 +379,7 @@ impl<B: Backend> Model<B> {
             dev.exec(Op::LayerNormForward { out: av(s.ln2), mean: av(s.ln2_mean), rstd: av(s.ln2_rstd), inp: av(s.res2), weight: pv(Ln2W, li), bias: pv(Ln2B, li), n, c, eps: cfg.layer_norm_epsilon });
             dev.exec(Op::MatmulForward { out: av(s.fch), inp: av(s.ln2), weight: pv(FcW, li), bias: Some(pv(FcB, li)), n, c, oc: 4 * c, layout: WeightLayout::InOut });
             dev.exec(Op::ActivationForward { out: av(s.fch_act), inp: av(s.fch), n: n * 4 * c, act: cfg.activation });
+            after_act(li, av(s.fch_act));
             dev.exec(Op::MatmulForward { out: av(s.fcproj), inp: av(s.fch_act), weight: pv(FcProjW, li), bias: Some(pv(FcProjB, li)), n, c: 4 * c, oc: c, layout: WeightLayout::InOut });
             dev.exec(Op::Residual { out: av(s.res3), a: av(s.res2), b: av(s.fcproj), n: n * c });
         }
@@ -411,12 +421,57 @@ impl<B: Backend> Model<B> {
         }
         let losses = self.download_slot(self.acts.as_ref().unwrap().layout.losses);
         let loss = losses.iter().map(|&x| x as f64).sum::<f64>() / n_targets as f64;
-        self.backward_ops(b, t, 1.0 / n_targets as f32);
+        self.backward_ops(b, t, 1.0 / n_targets as f32, &mut |_, _| {});
         Ok(loss)
     }
 
-    /// The op sequence of the backward pass, walking the forward in reverse.
-    fn backward_ops(&self, b: usize, t: usize, dloss: f32) {
+    /// A plain probe of the MLP activations, for reference implementations of the attribution
+    /// methods (src/attribution has the fast ones): forward over [b, t] with layer `patch.layer`'s
+    /// post-activation at position `patch.pos` of every row replaced by `patch.values` [b, 4C],
+    /// then backward of the mean cross-entropy over `targets`. Returns the per-position losses and
+    /// d(mean loss)/d(post-activation) of layer `tap` [b, t, 4C] (parameter gradients are computed too).
+    pub fn probe_activations(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, patch: Option<ActPatch<'_>>, tap: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let f = self.cfg.n_inner();
+        if tap >= self.cfg.n_layer {
+            return Err(Error::Input(format!("layer {tap} is outside a model of {} layers", self.cfg.n_layer)));
+        }
+        if let Some(p) = &patch {
+            if p.layer >= self.cfg.n_layer || p.pos >= t || p.values.len() != b * f {
+                return Err(Error::Input("activation patch does not fit the batch".into()));
+            }
+        }
+        self.ensure_training_buffers()?;
+        self.ensure_acts(b, t, true)?;
+        self.check_tokens(tokens, b, t)?;
+        let n_targets = targets.iter().filter(|&&x| x != IGNORE_TARGET).count();
+        if targets.len() != b * t || n_targets == 0 {
+            return Err(Error::Input("probe targets must match the batch and name at least one position".into()));
+        }
+        let dev = self.dev.clone();
+        let a = self.acts.as_ref().unwrap();
+        let l = &a.layout;
+        dev.upload_u32(View::new(&a.buf, l.tokens.off, l.tokens.len), tokens);
+        dev.upload_u32(View::new(&a.buf, l.targets.off, l.targets.len), targets);
+        self.forward_ops(b, t, true, &mut |layer, act| {
+            if let Some(p) = patch.filter(|p| p.layer == layer) {
+                for row in 0..b {
+                    dev.upload_f32(act.slice((row * t + p.pos) * f, f), &p.values[row * f..(row + 1) * f]);
+                }
+            }
+        });
+        let losses = self.download_slot(l.losses);
+        let mut dact = Vec::new();
+        self.backward_ops(b, t, 1.0 / n_targets as f32, &mut |layer, d| {
+            if layer == tap {
+                dact = dev.download_f32(d);
+            }
+        });
+        Ok((losses, dact))
+    }
+
+    /// The op sequence of the backward pass, walking the forward in reverse. `after_dact(l, d)` sees
+    /// d(loss)/d(layer l's MLP post-activation) before the activation backward overwrites it.
+    fn backward_ops(&self, b: usize, t: usize, dloss: f32, after_dact: &mut dyn FnMut(usize, View<'_, B::Buffer>)) {
         let cfg = &self.cfg;
         let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
         let n = b * t;
@@ -444,6 +499,7 @@ impl<B: Backend> Model<B> {
             let s = &l.layers[li];
             // MLP: res3 = res2 + proj(act(fc(ln2(res2)))); d(res3) is in dres.
             dev.exec(Op::MatmulBackward { dinp: Some(dfch), dweight: Some(gv(FcProjW, li)), dbias: Some(gv(FcProjB, li)), dout: dres, inp: av(s.fch_act), weight: pv(FcProjW, li), n, c: 4 * c, oc: c, layout: WeightLayout::InOut });
+            after_dact(li, dfch.slice(0, n * 4 * c));
             dev.exec(Op::ActivationBackward { dinp: dfch, inp: av(s.fch), dout: dfch, n: n * 4 * c, act: cfg.activation });
             dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: Some(gv(FcW, li)), dbias: Some(gv(FcB, li)), dout: dfch, inp: av(s.ln2), weight: pv(FcW, li), n, c, oc: 4 * c, layout: WeightLayout::InOut });
             dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gv(Ln2W, li), dbias: gv(Ln2B, li), dout: dbtc, inp: av(s.res2), weight: pv(Ln2W, li), mean: av(s.ln2_mean), rstd: av(s.ln2_rstd), n, c });

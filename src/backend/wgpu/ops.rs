@@ -292,7 +292,7 @@ impl WgpuBackend {
                 self.dispatch("smi", "row_summary", Self::groups_1d(n, 1), &[(2, pmi), (4, out), (5, excluded)], &s);
             }
             // The attribution kernels for this backend are being written (issue 6); until then the
-            // attribution drivers refuse this backend before any op runs (attribution::require_cpu).
+            // op panics (the kernels land with their parity tests).
             Op::GatherRows { .. }
             | Op::AttentionRowForward { .. }
             | Op::AttentionRowBackward { .. }

@@ -1,0 +1,123 @@
+//! Integrated gradients over MLP neurons (src/attribution/ig.rs): the fast single-position form
+//! against the plain full-prefix form, completeness on trained models, chunking, bad input, and
+//! PyTorch golden values (tests/gen_ig_fixtures.py).
+
+mod common;
+
+use common::{cpu_device, Fixture};
+use memsieve::attribution::depn::Grid;
+use memsieve::attribution::ig::{ig_full_prefix, integrated_gradients, next_token_queries, IgOptions, IgTarget, Query};
+use memsieve::backend::cpu::CpuBackend;
+use memsieve::model::{AdamW, Model};
+
+fn fixture_model(name: &str) -> (Model<CpuBackend>, Fixture) {
+    let f = Fixture::load(name);
+    let m = Model::from_params(cpu_device(), f.cfg.clone(), &f.params).unwrap();
+    (m, f)
+}
+
+/// The fixture model trained for a few steps on its own batch, so its predictions are confident
+/// and the IG path is far from linear.
+fn trained(name: &str, steps: usize) -> (Model<CpuBackend>, Fixture) {
+    let (mut m, f) = fixture_model(name);
+    let targets = m.lm_targets(&f.tokens, f.b, f.t, false);
+    let h = AdamW { lr: 3e-3, ..AdamW::default() };
+    for _ in 0..steps {
+        m.train_step(&f.tokens, &targets, f.b, f.t, &h).unwrap();
+    }
+    (m, f)
+}
+
+fn max_err(got: &[f32], want: &[f32]) -> (f64, f64) {
+    assert_eq!(got.len(), want.len());
+    let err = got.iter().zip(want).map(|(a, b)| (*a as f64 - *b as f64).abs()).fold(0.0, f64::max);
+    let scale = want.iter().map(|x| (*x as f64).abs()).fold(0.0, f64::max);
+    (err, scale)
+}
+
+fn queries_at(f: &Fixture, positions: &[usize]) -> Vec<Query> {
+    (0..f.b).flat_map(|s| positions.iter().map(move |&pos| Query { seq: s, pos, target: f.tokens[s * f.t + pos + 1] })).collect()
+}
+
+#[test]
+fn fast_form_matches_the_full_prefix_form() {
+    let (mut m, f) = trained("gelunew_l3", 20);
+    let queries = queries_at(&f, &[0, 1, 6, 17, f.t - 2]);
+    let layers: Vec<usize> = (0..f.cfg.n_layer).collect();
+    for (grid, target, steps) in [(Grid::Left, IgTarget::Prob, 6), (Grid::Linspace, IgTarget::LogProb, 5), (Grid::Right, IgTarget::Prob, 3)] {
+        let opts = IgOptions { steps, grid, target, max_rows: 64 };
+        let fast = integrated_gradients(&mut m, &f.tokens, f.b, f.t, &queries, &layers, &opts, &|_, _| {}).unwrap();
+        let slow = ig_full_prefix(&mut m, &f.tokens, f.b, f.t, &queries, &layers, &opts).unwrap();
+        let (err, scale) = max_err(&fast.ig, &slow.ig);
+        println!("{grid:?} {target:?}: max |fast − full prefix| {err:.2e} (max |IG| {scale:.2e})");
+        assert!(scale > 1e-3, "attributions are not all ~0");
+        assert!(err <= 1e-4, "IG {grid:?} {target:?}: {err:e}");
+        let (perr, _) = max_err(&fast.path, &slow.path);
+        assert!(perr <= 1e-5, "path values {grid:?} {target:?}: {perr:e}");
+    }
+}
+
+#[test]
+fn chunking_does_not_change_results() {
+    let (mut m, f) = fixture_model("gelunew_l3");
+    let queries = next_token_queries(&f.tokens, f.b, f.t, 20);
+    let layers = [2, 0];
+    let opts = IgOptions { steps: 4, ..IgOptions::default() };
+    let whole = integrated_gradients(&mut m, &f.tokens, f.b, f.t, &queries, &layers, &IgOptions { max_rows: 1 << 20, ..opts }, &|_, _| {}).unwrap();
+    // 7 rows a launch: one query (4 rows) per launch, the last launch partial.
+    let parts = integrated_gradients(&mut m, &f.tokens, f.b, f.t, &queries, &layers, &IgOptions { max_rows: 7, ..opts }, &|_, _| {}).unwrap();
+    let (err, scale) = max_err(&parts.ig, &whole.ig);
+    assert!(scale > 0.0 && err <= 1e-6 * scale.max(1.0), "{err:e}");
+    assert_eq!(whole.layers, vec![2, 0]);
+}
+
+/// Σ_k IG[k] ≈ f(a) − f(0) per layer, and the gap shrinks as m grows (depn-attention.md check 1).
+#[test]
+fn completeness_on_trained_models() {
+    for (name, steps) in [("relu_l1", 30), ("gelunew_l3", 40)] {
+        let (mut m, f) = trained(name, steps);
+        let queries = queries_at(&f, &[2, f.t / 2, f.t - 2]);
+        let layers: Vec<usize> = (0..f.cfg.n_layer).collect();
+        let (mut gaps, mut spans) = (Vec::new(), Vec::new());
+        for steps in [16, 1024] {
+            let right = IgOptions { steps, grid: Grid::Right, target: IgTarget::Prob, max_rows: 2048 };
+            let ig = integrated_gradients(&mut m, &f.tokens, f.b, f.t, &queries, &layers, &right, &|_, _| {}).unwrap();
+            let zero = IgOptions { steps: 1, grid: Grid::Left, ..right };
+            let f0 = integrated_gradients(&mut m, &f.tokens, f.b, f.t, &queries, &layers, &zero, &|_, _| {}).unwrap();
+            let (mut worst, mut span) = (0f64, 0f64);
+            for q in 0..queries.len() {
+                for li in 0..layers.len() {
+                    let sum: f64 = ig.attribution(q, li).iter().map(|&x| x as f64).sum();
+                    let delta = *ig.path_values(q, li).last().unwrap() as f64 - f0.path_values(q, li)[0] as f64;
+                    worst = worst.max((sum - delta).abs());
+                    span = span.max(delta.abs());
+                }
+            }
+            println!("{name}, m = {steps}: max |Σ IG − (f(a) − f(0))| = {worst:.3e}, max |f(a) − f(0)| = {span:.3e}");
+            assert!(span > 0.05, "{name}: the scaled activation barely moves f ({span})");
+            gaps.push(worst);
+            spans.push(span);
+        }
+        // A right Riemann sum converges as 1/m: 64× the steps, at least 20× closer.
+        assert!(gaps[1] <= 0.005 * spans[1] + 1e-4, "{name}: completeness gap {gaps:?} over a span of {spans:?}");
+        assert!(gaps[1] * 20.0 <= gaps[0], "{name}: the Riemann gap does not shrink like 1/m: {gaps:?}");
+    }
+}
+
+#[test]
+fn bad_queries_are_clear_errors() {
+    let (mut m, f) = fixture_model("gelunew_l3");
+    let opts = IgOptions::default();
+    let run = |m: &mut Model<CpuBackend>, q: Query, layers: &[usize], o: &IgOptions| {
+        integrated_gradients(m, &f.tokens, f.b, f.t, &[q], layers, o, &|_, _| {}).unwrap_err().to_string()
+    };
+    let ok = Query { seq: 0, pos: 3, target: 1 };
+    assert!(run(&mut m, Query { seq: f.b, ..ok }, &[0], &opts).contains("outside the batch"));
+    assert!(run(&mut m, Query { pos: f.t, ..ok }, &[0], &opts).contains("outside the batch"));
+    assert!(run(&mut m, Query { target: f.cfg.vocab_size as u32, ..ok }, &[0], &opts).contains("vocabulary"));
+    assert!(run(&mut m, ok, &[f.cfg.n_layer], &opts).contains("outside a model"));
+    assert!(run(&mut m, ok, &[0], &IgOptions { steps: 0, ..opts }).contains("at least"));
+    let mut bad = f.tokens.clone();
+    bad[0] = 999;
+    assert!(integrated_gradients(&mut m, &bad, f.b, f.t, &[ok], &[0], &opts, &|_, _| {}).unwrap_err().to_string().contains("vocabulary"));
+}
