@@ -121,3 +121,28 @@ fn bad_queries_are_clear_errors() {
     bad[0] = 999;
     assert!(integrated_gradients(&mut m, &bad, f.b, f.t, &[ok], &[0], &opts, &|_, _| {}).unwrap_err().to_string().contains("vocabulary"));
 }
+
+/// PyTorch golden values (tests/gen_ig_fixtures.py: TinyMem's algorithm in float64 on trained
+/// models), for the three grids and both targets.
+#[test]
+fn matches_pytorch_golden_integrated_gradients() {
+    for name in ["ig_relu_l1", "ig_gelunew_l3"] {
+        let (mut m, f) = fixture_model(name);
+        let q = f.ints("query");
+        let queries: Vec<Query> = q.chunks(3).map(|r| Query { seq: r[0] as usize, pos: r[1] as usize, target: r[2] }).collect();
+        let layers: Vec<usize> = (0..f.cfg.n_layer).collect();
+        for (variant, grid, target, steps) in [
+            ("left_prob_20", Grid::Left, IgTarget::Prob, 20),
+            ("linspace_prob_20", Grid::Linspace, IgTarget::Prob, 20),
+            ("right_logprob_10", Grid::Right, IgTarget::LogProb, 10),
+        ] {
+            let opts = IgOptions { steps, grid, target, max_rows: 2048 };
+            let got = integrated_gradients(&mut m, &f.tokens, f.b, f.t, &queries, &layers, &opts, &|_, _| {}).unwrap();
+            let (want, want_path) = (f.tensor(&format!("ig.{variant}")), f.tensor(&format!("path.{variant}")));
+            let (err, scale) = max_err(&got.ig, &want);
+            println!("{name} {variant}: max |memsieve − PyTorch| {err:.2e} (max |IG| {scale:.2e})");
+            common::assert_close(&got.ig, &want, 2e-6, 1e-4, &format!("{name} {variant} IG"));
+            common::assert_close(&got.path, &want_path, 1e-6, 1e-5, &format!("{name} {variant} f(α)"));
+        }
+    }
+}
