@@ -91,7 +91,7 @@ def ig_one(model, prefix, pos, target, layer, grid, kind, m):
         model(prefix[None])
     h.remove()
     a = captured["a"]
-    al = torch.tensor(alphas(grid, m), dtype=torch.float64)
+    al = torch.tensor(alphas(grid, m), dtype=a.dtype)
     scaled = (al[:, None] * a[None, :]).clone().requires_grad_(True)
 
     def patch(_module, _inp, out):
