@@ -8,6 +8,7 @@ pub mod error;
 pub mod experiment;
 pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod rng;
 pub mod smi;
 pub mod train;

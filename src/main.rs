@@ -36,6 +36,10 @@ enum Command {
     /// Screen a labelled feature matrix for memorization: per-sample PSMI and dataset SMI.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Screen(Box<cli::screen::ScreenCommand>),
+    /// Score MLP neurons for memorization (IG, DEPN, activations, zero-out): scores.json/.npy + heatmap.svg.
+    Localize(cli::localize::LocalizeArgs),
+    /// Silence the top-scoring neurons and report the model before and after.
+    Edit(cli::localize::EditArgs),
     /// Experiments that test the paper's claims on TinyMem (predict-memorization).
     Experiment(cli::experiment::ExperimentArgs),
     /// Backends found on this machine.
@@ -58,6 +62,8 @@ fn main() -> ExitCode {
         Command::Generate(a) => cli::generate::run(&ctx, a),
         Command::Data(a) => cli::data::run(a),
         Command::Screen(a) => cli::screen::run(&ctx, *a),
+        Command::Localize(a) => cli::localize::run(&ctx, a),
+        Command::Edit(a) => cli::localize::edit(&ctx, a),
         Command::Experiment(a) => cli::experiment::run(&ctx, a),
         Command::Info => cli::info(),
     };

@@ -146,3 +146,63 @@ fn matches_pytorch_golden_integrated_gradients() {
         }
     }
 }
+
+/// Activations and Zero-Out (both conventions) against PyTorch on the trained fixture models.
+#[test]
+fn activation_and_zero_out_scores_match_pytorch() {
+    use memsieve::attribution::methods::{activation_scores, zero_out_scores};
+    use memsieve::data::TokenMatrix;
+    for name in ["ig_relu_l1", "ig_gelunew_l3"] {
+        let (mut m, f) = fixture_model(name);
+        let rows = TokenMatrix::from_data(f.t, f.tokens.clone()).unwrap();
+        let act = activation_scores(&mut m, &rows, f.t / 3, 2).unwrap();
+        let want: Vec<f64> = f.tensor("activations").iter().map(|&x| x as f64).collect();
+        let got: Vec<f32> = act.values.iter().map(|&x| x as f32).collect();
+        common::assert_close(&got, &f.tensor("activations"), 1e-6, 1e-4, &format!("{name} activations"));
+        assert!(want.iter().any(|&x| x > 1e-3));
+        for (keep_only, key) in [(false, "zero_out"), (true, "zero_out_keep_only")] {
+            let z = zero_out_scores(&mut m, &rows, 2, keep_only, &|_, _| {}).unwrap();
+            let got: Vec<f32> = z.values.iter().map(|&x| x as f32).collect();
+            let (err, scale) = max_err(&got, &f.tensor(key));
+            println!("{name} {key}: max |memsieve − PyTorch| {err:.2e} (max |ΔL| {scale:.2e})");
+            // Loss differences of f32 sums of ~10³ terms: absolute error ~1e-6·loss.
+            common::assert_close(&got, &f.tensor(key), 2e-5, 1e-3, &format!("{name} {key}"));
+            assert!(scale > 1e-4, "{name} {key}: no neuron matters?");
+        }
+    }
+}
+
+/// DEPN's per-text scores are the sums of the IG of its private tokens; the selection is the
+/// aggregator over the per-text 0.1 × max candidates.
+#[test]
+fn depn_selection_is_the_vote_over_per_text_candidates() {
+    use memsieve::attribution::depn::{aggregate, candidates};
+    use memsieve::attribution::methods::{depn, PrivateText};
+    use memsieve::attribution::NeuronScores;
+    let (mut m, f) = fixture_model("ig_gelunew_l3");
+    let (nl, w) = (f.cfg.n_layer, f.cfg.n_inner());
+    let texts: Vec<PrivateText> = (0..f.b).map(|s| PrivateText { tokens: f.tokens[s * f.t..(s + 1) * f.t].to_vec(), positions: vec![10 + s, 20, 30] }).collect();
+    let opts = IgOptions { steps: 8, ..IgOptions::default() };
+    let r = depn(&mut m, &texts, &opts, 0.1, 7, &|_, _| {}).unwrap();
+    let mut per_text = Vec::new();
+    let mut total = NeuronScores::zeros(nl, w);
+    for text in &texts {
+        let queries: Vec<Query> = text.positions.iter().map(|&p| Query { seq: 0, pos: p - 1, target: text.tokens[p] }).collect();
+        let layers: Vec<usize> = (0..nl).collect();
+        let ig = integrated_gradients(&mut m, &text.tokens, 1, f.t, &queries, &layers, &opts, &|_, _| {}).unwrap();
+        let mut own = NeuronScores::zeros(nl, w);
+        for q in 0..queries.len() {
+            for l in 0..nl {
+                for (k, &x) in ig.attribution(q, l).iter().enumerate() {
+                    own.values[l * w + k] += x as f64;
+                }
+            }
+        }
+        per_text.push(candidates(&own, 0.1));
+        total.add(&own).unwrap();
+    }
+    assert_eq!(r.selected, aggregate(&per_text, 7));
+    assert_eq!(r.selected.len(), 7);
+    assert_eq!(r.scores, total);
+    assert!(depn(&mut m, &[PrivateText { tokens: texts[0].tokens.clone(), positions: vec![0] }], &opts, 0.1, 7, &|_, _| {}).is_err());
+}

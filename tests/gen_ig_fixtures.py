@@ -108,6 +108,44 @@ def ig_one(model, prefix, pos, target, layer, grid, kind, m):
     return (a * grad.mean(0)).detach(), f.detach()
 
 
+def activation_scores(model, tokens, prompt_len):
+    """|mean a| · ‖c_proj.weight[i, :]‖ over the batch and positions prompt_len − 1 .. T − 2."""
+    out = []
+    for block in model.transformer.h:
+        acts = {}
+        h = block.mlp.act.register_forward_hook(lambda _m, _i, o: acts.setdefault("a", o.detach()))
+        with torch.no_grad():
+            model(tokens)
+        h.remove()
+        mean = acts["a"][:, prompt_len - 1 : tokens.shape[1] - 1].mean(dim=(0, 1))
+        out.append(mean.abs() * block.mlp.c_proj.weight.norm(dim=1))
+    return torch.stack(out)
+
+
+def zero_out_scores(model, tokens, keep_only):
+    """Mean causal-LM cross-entropy with neuron i zeroed at every position (or all others zeroed,
+    the reference code's one-hot multiply), minus the unedited loss, for every (layer, neuron)."""
+
+    def loss():
+        with torch.no_grad():
+            logits = model(tokens).logits[:, :-1]
+            return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+
+    base = loss()
+    out = []
+    for block in model.transformer.h:
+        width = block.mlp.c_fc.weight.shape[1]
+        row = []
+        for i in range(width):
+            mask = torch.zeros(width, dtype=torch.float64) if keep_only else torch.ones(width, dtype=torch.float64)
+            mask[i] = 1.0 if keep_only else 0.0
+            h = block.mlp.act.register_forward_hook(lambda _m, _i, o: o * mask)
+            row.append(loss() - base)
+            h.remove()
+        out.append(torch.stack(row))
+    return torch.stack(out)
+
+
 def make(name):
     torch.manual_seed(0)
     model, tokens, meta = load(name)
@@ -132,7 +170,13 @@ def make(name):
         tensors[f"ig.{vname}"] = f32(torch.stack(igs))
         tensors[f"path.{vname}"] = f32(torch.stack(paths))
         print(f"  {name} {vname}: max |IG| {torch.stack(igs).abs().max():.3e}")
+    # Activations and Zero-Out (tinymem.md §5.4) on the same trained model and batch.
+    prompt_len = t // 3
+    tensors["activations"] = f32(activation_scores(model, tokens, prompt_len))
+    tensors["zero_out"] = f32(zero_out_scores(model, tokens, keep_only=False))
+    tensors["zero_out_keep_only"] = f32(zero_out_scores(model, tokens, keep_only=True))
     metadata = {
+        "activations_prompt_len": str(prompt_len),
         "config": meta["config"],
         "train_steps": str(TRAIN_STEPS[name]),
         "variants": json.dumps([dict(name=v, grid=g, target=k, steps=m) for v, g, k, m in VARIANTS]),

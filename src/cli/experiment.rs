@@ -7,6 +7,7 @@ use crate::backend::{Backend, Device};
 use crate::data::classify::ClassifyConfig;
 use crate::error::{write_atomic, Result};
 use crate::experiment::predict::{self, PredictOptions, PredictReport};
+use crate::experiment::secrets::{self, SecretsOptions};
 use crate::experiment::token_level::{self, TokenOptions, TokenReport};
 use crate::experiment::ScoreMetrics;
 use crate::model::AdamW;
@@ -26,6 +27,33 @@ pub enum ExperimentCommand {
     /// Target + shadows on a TinyMem classification pool: LiRA ground truth, PSMI at the prediction
     /// checkpoint against loss and logit gap; then the token-level variant on noised LM sequences.
     PredictMemorization(PredictArgs),
+    /// DEPN on TinyMem: planted 10-digit secrets, exposure before and after zeroing the privacy
+    /// neurons DEPN finds (and as many random neurons), with clean accuracy and perplexity.
+    Secrets(SecretsArgs),
+}
+
+#[derive(Args)]
+pub struct SecretsArgs {
+    #[arg(long, default_value = "runs/secrets")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = SecretsOptions::default().secrets)]
+    pub secrets: usize,
+    /// Copies per secret, cycled over the secrets.
+    #[arg(long, value_delimiter = ',', default_values_t = SecretsOptions::default().copies)]
+    pub copies: Vec<usize>,
+    #[arg(long, default_value_t = SecretsOptions::default().epochs)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = SecretsOptions::default().layers)]
+    pub layers: usize,
+    /// Privacy-neuron counts to edit, one row each.
+    #[arg(long, value_delimiter = ',', default_values_t = SecretsOptions::default().neurons)]
+    pub neurons: Vec<usize>,
+    #[arg(long, value_enum, default_value_t = SecretsOptions::default().edit)]
+    pub edit: crate::attribution::edit::EditMode,
+    #[arg(long, default_value_t = SecretsOptions::default().memorized_exposure)]
+    pub memorized_exposure: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Args)]
@@ -117,7 +145,41 @@ impl PredictArgs {
 pub fn run(ctx: &Context, a: ExperimentArgs) -> Result<()> {
     match a.command {
         ExperimentCommand::PredictMemorization(p) => super::on_device!(ctx, |dev| predict_memorization(dev, &p)),
+        ExperimentCommand::Secrets(s) => super::on_device!(ctx, |dev| secrets_experiment(dev, &s)),
     }
+}
+
+fn secrets_experiment<B: Backend>(dev: &Arc<Device<B>>, a: &SecretsArgs) -> Result<()> {
+    let o = SecretsOptions { secrets: a.secrets, copies: a.copies.clone(), epochs: a.epochs, layers: a.layers, neurons: a.neurons.clone(), edit: a.edit, memorized_exposure: a.memorized_exposure, seed: a.seed, ..SecretsOptions::default() };
+    let pb = crate::train::progress_bar(0, "train");
+    let r = secrets::run(dev, &o, &pb)?;
+    pb.finish_and_clear();
+    let memorized = r.memorized.iter().filter(|&&m| m).count();
+    println!("{} secrets planted ({:?} copies), {memorized} memorized (per-digit exposure > {}); trained in {:.0} s, DEPN in {:.1} s", r.secrets.len(), o.copies, o.memorized_exposure, r.train_seconds, r.depn_seconds);
+    println!("mean exposure over the memorized secrets (max {:.2}); per-digit = DEPN's formula, sharer = secret-sharer rank", crate::attribution::exposure::log2_space(10, o.secret_len));
+    let mut header = format!("{:<8} {:>7} {:>10} {:>10} {:>8} {:>8}", "edit", "neurons", "per-digit", "sharer", "acc %", "ppl");
+    for c in &o.copies {
+        let _ = write!(header, " {:>12}", format!("×{c} per-digit"));
+    }
+    println!("{header}");
+    let mut csv = String::from("method,neurons,copies,secrets,per_digit_exposure,secret_sharer_exposure,accuracy,perplexity\n");
+    for row in std::iter::once(&r.before).chain(&r.edits) {
+        let (pd, ss, _) = secrets::mean_exposure(&r, row, None);
+        let mut line = format!("{:<8} {:>7} {:>10.2} {:>10.2} {:>8.2} {:>8.3}", row.method, row.neurons, pd, ss, 100.0 * row.quality.accuracy, row.quality.perplexity);
+        let _ = writeln!(csv, "{},{},all,{memorized},{pd},{ss},{},{}", row.method, row.neurons, row.quality.accuracy, row.quality.perplexity);
+        for &c in &o.copies {
+            let (pd, ss, n) = secrets::mean_exposure(&r, row, Some(c));
+            let _ = write!(line, " {:>12}", if n > 0 { format!("{pd:.2}") } else { "–".into() });
+            let _ = writeln!(csv, "{},{},{c},{n},{pd},{ss},{},{}", row.method, row.neurons, row.quality.accuracy, row.quality.perplexity);
+        }
+        println!("{line}");
+    }
+    println!("DEPN (BERT-base, 20 phone numbers, 200 of 36864 neurons): exposure 15.74 → 9.78 (−38%), Valid-PPL 3.07 → 3.11; random neurons: → 12.48");
+    std::fs::create_dir_all(&a.out).map_err(|e| crate::error::Error::io(&a.out, e))?;
+    super::write_json(&a.out.join("report.json"), &r)?;
+    write_atomic(a.out.join("exposure.csv"), csv.as_bytes())?;
+    println!("wrote {}", a.out.display());
+    Ok(())
 }
 
 fn predict_memorization<B: Backend>(dev: &Arc<Device<B>>, a: &PredictArgs) -> Result<()> {

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod eval;
 pub mod experiment;
 pub mod generate;
+pub mod localize;
 pub mod train;
 
 use crate::backend::cpu::CpuBackend;
@@ -192,6 +193,40 @@ pub fn info() -> Result<()> {
     }
     println!("auto → {:?}", resolve(BackendChoice::Auto)?);
     Ok(())
+}
+
+/// What a model is evaluated on: a TinyMem data description (regenerated from its seed) or rows of a
+/// JSONL token file.
+pub enum EvalData {
+    Math(crate::data::MathDataset),
+    Rows(crate::data::TokenMatrix),
+}
+
+/// `--data FILE` (data.json or .jsonl), by default the data.json beside the model.
+pub fn load_eval_data(model: &std::path::Path, data: Option<&std::path::Path>, cfg: &crate::model::config::ModelConfig) -> Result<EvalData> {
+    use crate::error::Error;
+    let path = match data {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let beside = if model.is_dir() { model.join("data.json") } else { model.with_file_name("data.json") };
+            if !beside.exists() {
+                return Err(Error::Input(format!("no --data given and no {} beside the model", beside.display())));
+            }
+            beside
+        }
+    };
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        let pad = cfg.pad_token_id.unwrap_or(0);
+        return Ok(EvalData::Rows(crate::data::load_jsonl(&path, cfg.vocab_size, cfg.n_positions, pad)?.tokens));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let dcfg: crate::data::MathDataConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::Data(format!("{} is not a TinyMem data description: {e}", path.display())))?;
+    dcfg.validate()?;
+    if dcfg.max_ctx > cfg.n_positions {
+        return Err(Error::Input(format!("the data's context {} is longer than the model's {}", dcfg.max_ctx, cfg.n_positions)));
+    }
+    Ok(EvalData::Math(crate::data::MathDataset::generate(&dcfg)?))
 }
 
 /// Write pretty JSON atomically.

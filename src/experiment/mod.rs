@@ -6,9 +6,10 @@
 //! exact-match % memorized test as ground truth.
 
 pub mod predict;
+pub mod secrets;
 pub mod token_level;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, IGNORE_TARGET};
 use crate::data::{Batches, TokenMatrix};
 use crate::error::{Error, Result};
 use crate::model::{AdamW, Model};
@@ -148,4 +149,13 @@ mod tests {
         assert_ne!(a, split_members(100, 0, 2));
         assert_eq!(a, split_members(100, 0, 1));
     }
+}
+
+/// Causal-LM targets with padding targets included, as TinyMem trains.
+pub fn lm_targets_with_padding(tokens: &[u32], t: usize) -> Vec<u32> {
+    let mut tg = vec![IGNORE_TARGET; tokens.len()];
+    for (row, out) in tokens.chunks(t).zip(tg.chunks_mut(t)) {
+        out[..t - 1].copy_from_slice(&row[1..]);
+    }
+    tg
 }

@@ -5,8 +5,8 @@
 //! clean rows, labelled with their trained next token; a noised sequence's score aggregates −PSMI
 //! over the memorization window, or over its noised tokens inside the window.
 
-use super::{median, prediction_checkpoint, psmi_mean, run_schedule, score_metrics, Schedule, ScoreMetrics};
-use crate::backend::{Backend, Device, IGNORE_TARGET};
+use super::{lm_targets_with_padding, median, prediction_checkpoint, psmi_mean, run_schedule, score_metrics, Schedule, ScoreMetrics};
+use crate::backend::{Backend, Device};
 use crate::data::{tokenizer, MathDataConfig, MathDataset, MathTask, TokenMatrix};
 use crate::error::{Error, Result};
 use crate::metrics::{memorization, MemWindow};
@@ -274,11 +274,3 @@ fn nan_to(x: f64, v: f64) -> f64 {
     if x.is_nan() { v } else { x }
 }
 
-/// Causal-LM targets with padding targets included, as TinyMem trains.
-fn lm_targets_with_padding(tokens: &[u32], t: usize) -> Vec<u32> {
-    let mut tg = vec![IGNORE_TARGET; tokens.len()];
-    for (row, out) in tokens.chunks(t).zip(tg.chunks_mut(t)) {
-        out[..t - 1].copy_from_slice(&row[1..]);
-    }
-    tg
-}

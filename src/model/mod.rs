@@ -335,6 +335,12 @@ impl<B: Backend> Model<B> {
 
     /// Forward pass over a [b, t] batch. With `targets`, also per-position losses and predictions.
     pub fn forward(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<()> {
+        self.forward_hooked(tokens, targets, b, t, &mut |_, _| {})
+    }
+
+    /// `forward` with `after_act(layer, fch_act)` run after every layer's MLP activation, where it
+    /// may enqueue ops that edit the activations [b, t, 4C] in place (neuron ablations).
+    pub fn forward_hooked(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize, after_act: &mut dyn FnMut(usize, View<'_, B::Buffer>)) -> Result<()> {
         self.check_tokens(tokens, b, t)?;
         self.ensure_acts(b, t, false)?;
         let a = self.acts.as_ref().unwrap();
@@ -351,7 +357,7 @@ impl<B: Backend> Model<B> {
             }
             dev.upload_u32(av(l.targets), tg);
         }
-        self.forward_ops(b, t, targets.is_some(), &mut |_, _| {});
+        self.forward_ops(b, t, targets.is_some(), after_act);
         Ok(())
     }
 
