@@ -123,13 +123,57 @@ fn run_on<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a: DemoAr
         println!("{:>6} {:>14.2} {:>12.1}", r.epoch.unwrap_or(0), 100.0 * r.main_accuracy, r.memorized_percent.unwrap_or(0.0));
     }
     println!("trained and evaluated in {:.1} s", outcome.seconds);
+    let localization = localize_and_edit(dev, &args, &out, last)?;
     let summary = json!({
         "preset": format!("{:?}", a.preset).to_lowercase(),
         "seconds": outcome.seconds,
         "final": last,
         "history": outcome.reports,
+        "localization": localization,
     });
     super::write_json(&out.join("report.json"), &summary)?;
     println!("report: {}", out.join("report.json").display());
     Ok(())
+}
+
+/// Localize the memorized set with TinyMem's IG, zero the top 5% of each layer's neurons and
+/// measure again (issue 6's loop on the demo model). Writes `localize/` beside the run.
+fn localize_and_edit<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, args: &TrainArgs, out: &std::path::Path, last: &report::Report) -> Result<serde_json::Value> {
+    use crate::attribution::{edit, ig::IgOptions, methods, per_layer_count};
+    const RATIO: f64 = 0.05;
+    if last.memorized_idx.is_empty() {
+        println!("\nnothing memorized: no localization");
+        return Ok(serde_json::Value::Null);
+    }
+    let (cfg, mut params) = crate::checkpoint::load_model(out)?;
+    let data = crate::data::MathDataset::generate(&args.data.config()?)?;
+    let rows = data.noisy.select(&last.memorized_idx);
+    let mut model = crate::model::Model::from_params(dev.clone(), cfg.clone(), &params)?;
+    let t0 = std::time::Instant::now();
+    let scores = methods::ig_scores(&mut model, &rows, crate::data::dataset::MEM_PROMPT_LEN, &IgOptions::default(), &|_, _| {})?;
+    let ig_seconds = t0.elapsed().as_secs_f64();
+    let neurons = scores.top_k_per_layer(per_layer_count(cfg.n_inner(), RATIO)?);
+    edit::zero_neurons(&mut params, &cfg, &neurons, edit::EditMode::FcColumn)?;
+    let mut edited = crate::model::Model::from_params(dev.clone(), cfg.clone(), &params)?;
+    let window = crate::metrics::MemWindow { batch: args.batch, ..crate::metrics::MemWindow::tinymem() };
+    let after = report::evaluate(&mut edited, &data, &window, 256)?;
+    let file = super::localize::ScoresFile {
+        method: super::localize::Method::Ig,
+        model: out.display().to_string(),
+        sequences: rows.rows(),
+        layers: scores.layers,
+        width: scores.width,
+        seconds: ig_seconds,
+        settings: json!({ "steps": 20, "ig_grid": "left", "ig_target": "prob", "prompt_len": crate::data::dataset::MEM_PROMPT_LEN }),
+        scores: scores.values.chunks(scores.width).map(|r| r.to_vec()).collect(),
+        selected: Vec::new(),
+    };
+    super::localize::write_scores(&out.join("localize"), &file, &scores, &format!("IG scores, {} memorized sequences", rows.rows()))?;
+    println!("\n== localize (integrated gradients over {} memorized sequences, {ig_seconds:.1} s) → zero the top {:.0}% neurons per layer ({} neurons) ==", rows.rows(), 100.0 * RATIO, neurons.len());
+    println!("{:<14} {:>10} {:>10}", "", "before", "after");
+    println!("{:<14} {:>10.1} {:>10.1}", "memorized %", last.memorized_percent.unwrap_or(0.0), after.memorized_percent.unwrap_or(0.0));
+    println!("{:<14} {:>10.2} {:>10.2}", "accuracy %", 100.0 * last.accuracy, 100.0 * after.accuracy);
+    println!("{:<14} {:>10.3} {:>10.3}", "perplexity", last.perplexity, after.perplexity);
+    println!("heatmap: {}", out.join("localize/heatmap.svg").display());
+    Ok(json!({ "method": "ig", "ratio": RATIO, "neurons": neurons, "seconds": ig_seconds, "after": after }))
 }

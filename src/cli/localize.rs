@@ -186,13 +186,19 @@ fn run_on<B: Backend>(dev: &Arc<Device<B>>, a: &LocalizeArgs) -> Result<()> {
         scores: scores.values.chunks(w).map(|r| r.to_vec()).collect(),
         selected,
     };
-    super::write_json(&a.out.join("scores.json"), &file)?;
-    crate::smi::npy::write_f64(a.out.join("scores.npy"), &scores.values, &[nl, w])?;
-    let labels: Vec<String> = (0..nl).map(|l| format!("layer {l}")).collect();
     let title = format!("{:?} scores, {} memorized sequences", a.method, rows.rows());
-    crate::error::write_atomic(a.out.join("heatmap.svg"), crate::plot::heatmap(&title, &labels, &scores.values, w, "MLP neuron").as_bytes())?;
+    write_scores(&a.out, &file, &scores, &title)?;
     println!("wrote {}/scores.json, scores.npy, heatmap.svg", a.out.display());
     Ok(())
+}
+
+/// scores.json, scores.npy [layers, width] and heatmap.svg into `out`.
+pub fn write_scores(out: &Path, file: &ScoresFile, scores: &NeuronScores, title: &str) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    super::write_json(&out.join("scores.json"), file)?;
+    crate::smi::npy::write_f64(out.join("scores.npy"), &scores.values, &[scores.layers, scores.width])?;
+    let labels: Vec<String> = (0..scores.layers).map(|l| format!("layer {l}")).collect();
+    crate::error::write_atomic(out.join("heatmap.svg"), crate::plot::heatmap(title, &labels, &scores.values, scores.width, "MLP neuron").as_bytes())
 }
 
 #[derive(Args)]
