@@ -1,4 +1,5 @@
-// Small ops (cpu twin: src/backend/cpu/elementwise.rs): residual add, fill, strided copy, argmax.
+// Small ops (cpu twin: src/backend/cpu/elementwise.rs): residual add, column scale and dot, fill,
+// strided copy, argmax.
 
 // out = a + b; may run in place.
 extern "C" __global__ void residual_forward(float* out, const float* a, const float* b, int n) {
@@ -6,6 +7,23 @@ extern "C" __global__ void residual_forward(float* out, const float* a, const fl
     if (i < n) out[i] = a[i] + b[i];
 }
 EMU_KERNEL(residual_forward)
+
+// x[r, j] *= scale[j] over total = rows·w elements, in place.
+extern "C" __global__ void scale_columns(float* x, const float* scale, long long total, int w) {
+    long long i = global_index();
+    if (i < total) x[i] *= scale[i % w];
+}
+EMU_KERNEL(scale_columns)
+
+// out[j] = Σ_r a[r, j]·b[r, j], one thread per column, rows in order (the cpu's order and fma).
+extern "C" __global__ void column_dot(float* out, const float* a, const float* b, int n, int w) {
+    long long j = global_index();
+    if (j >= w) return;
+    float acc = 0.0f;
+    for (long long r = 0; r < n; r++) acc = fmaf(a[r * w + j], b[r * w + j], acc);
+    out[j] = acc;
+}
+EMU_KERNEL(column_dot)
 
 extern "C" __global__ void fill(float* dst, float value, long long n) {
     long long i = global_index();

@@ -27,6 +27,29 @@ fn residual(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     }
 }
 
+// x[r, j] *= scale[j]: n = elements, cols = w; x is `out`, scale is `a`.
+@compute @workgroup_size(256)
+fn scale_columns(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_group(wid, nwg) * 256u + lid.x;
+    if (i < p.n) {
+        out[p.o1 + i] = out[p.o1 + i] * a[p.o2 + i % p.cols];
+    }
+}
+
+// out[j] = Σ_r a[r, j]·b[r, j]: n = rows, cols = w; one thread per column, rows in order.
+@compute @workgroup_size(64)
+fn column_dot(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = flat_group(wid, nwg) * 64u + lid.x;
+    if (j >= p.cols) {
+        return;
+    }
+    var acc = 0.0;
+    for (var r = 0u; r < p.n; r++) {
+        acc = fma(a[p.o2 + r * p.cols + j], b[p.o3 + r * p.cols + j], acc);
+    }
+    out[p.o1 + j] = acc;
+}
+
 @compute @workgroup_size(256)
 fn fill(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_group(wid, nwg) * 256u + lid.x;

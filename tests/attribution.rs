@@ -206,3 +206,61 @@ fn depn_selection_is_the_vote_over_per_text_candidates() {
     assert_eq!(r.scores, total);
     assert!(depn(&mut m, &[PrivateText { tokens: texts[0].tokens.clone(), positions: vec![0] }], &opts, 0.1, 7, &|_, _| {}).is_err());
 }
+
+/// The mask gradient (device ColumnDot through the activation hooks) against central differences
+/// of the masked loss, on every layer of a trained 3-layer model, at mask values in (0, 1).
+#[test]
+fn mask_gradient_matches_finite_differences() {
+    use memsieve::attribution::masks::MaskBuffers;
+    let (mut m, f) = trained("gelunew_l3", 20);
+    let (nl, w) = (f.cfg.n_layer, f.cfg.n_inner());
+    let bufs = MaskBuffers::new(&m, f.b, f.t).unwrap();
+    let mask: Vec<f32> = (0..nl * w).map(|i| 0.3 + 0.6 * ((i * 37 % 101) as f32 / 101.0)).collect();
+    let (loss, grad) = bufs.loss_and_grad(&mut m, &f.tokens, f.t, &mask).unwrap();
+    assert!(loss.is_finite());
+    let (mut worst, mut biggest) = (0f64, 0f64);
+    for l in 0..nl {
+        // The neurons with the largest gradients of each layer, and one ordinary one.
+        let mut order: Vec<usize> = (0..w).collect();
+        order.sort_by(|&a, &b| grad[l * w + b].abs().total_cmp(&grad[l * w + a].abs()));
+        for &k in order.iter().take(3).chain([&order[w / 2]]) {
+            let i = l * w + k;
+            let h = 1e-2f32;
+            let mut up = mask.clone();
+            up[i] += h;
+            let mut down = mask.clone();
+            down[i] -= h;
+            let fd = (bufs.loss_and_grad(&mut m, &f.tokens, f.t, &up).unwrap().0 - bufs.loss_and_grad(&mut m, &f.tokens, f.t, &down).unwrap().0) / (2.0 * h as f64);
+            worst = worst.max((fd - grad[i] as f64).abs());
+            biggest = biggest.max((grad[i] as f64).abs());
+        }
+    }
+    println!("mask gradient: max |analytic − central difference| {worst:.2e}, max |grad| {biggest:.2e}");
+    assert!(biggest > 1e-3, "gradients are all ~0");
+    assert!(worst <= 2e-2 * biggest + 2e-5, "{worst:e} vs {biggest:e}");
+}
+
+/// Slimming and Hard Concrete train, keep the memorized loss low while the sparsity term falls, and
+/// give scores in [0, 1]; the reference's gradient-accumulation flag changes the result.
+#[test]
+fn learned_masks_train_and_score() {
+    use memsieve::attribution::masks::{learned_mask_scores, MaskMethod, MaskOptions};
+    use memsieve::data::TokenMatrix;
+    let (mut m, f) = trained("gelunew_l3", 20);
+    let rows = TokenMatrix::from_data(f.t, f.tokens.clone()).unwrap();
+    for method in [MaskMethod::Slimming, MaskMethod::HardConcrete] {
+        let o = MaskOptions { epochs: 12, batch: 2, ..MaskOptions::default() };
+        let (s, trace) = learned_mask_scores(&mut m, &rows, method, &o, &|_, _| {}).unwrap();
+        println!("{method:?}: {trace:?}");
+        assert!(s.values.iter().all(|v| (0.0..=1.0).contains(v)));
+        let start = match method {
+            MaskMethod::Slimming => 1000.0,
+            MaskMethod::HardConcrete => 1000.0 * (1.0 / (1.0 + (2.0f64 / 3.0 * (0.1f64 / 1.1).ln()).exp())),
+        };
+        assert!(trace.sparsity < 0.9 * start, "{method:?}: the sparsity term did not fall ({} from {start})", trace.sparsity);
+        assert!(trace.loss.is_finite() && trace.epochs == 12);
+        let acc = learned_mask_scores(&mut m, &rows, method, &MaskOptions { accumulate_epoch_grads: true, ..o }, &|_, _| {}).unwrap().0;
+        assert_ne!(acc, s);
+    }
+    assert!(learned_mask_scores(&mut m, &TokenMatrix::new(f.t), MaskMethod::Slimming, &MaskOptions::default(), &|_, _| {}).is_err());
+}

@@ -8,6 +8,7 @@ pub mod depn;
 pub mod edit;
 pub mod exposure;
 pub mod ig;
+pub mod masks;
 pub mod methods;
 
 use crate::error::{Error, Result};

@@ -77,6 +77,10 @@ pub enum Op<'a, Buf> {
     ActivationForward { out: View<'a, Buf>, inp: View<'a, Buf>, n: usize, act: Activation },
     /// dinp = act'(inp) · dout (may be in place on dout).
     ActivationBackward { dinp: View<'a, Buf>, inp: View<'a, Buf>, dout: View<'a, Buf>, n: usize, act: Activation },
+    /// x[r, j] *= scale[j] over rows of width w, in place (neuron masks on MLP activations).
+    ScaleColumns { x: View<'a, Buf>, scale: View<'a, Buf>, n: usize, w: usize },
+    /// out[j] = Σ_r a[r, j]·b[r, j] over n rows of width w, rows summed in order (mask gradients).
+    ColumnDot { out: View<'a, Buf>, a: View<'a, Buf>, b: View<'a, Buf>, n: usize, w: usize },
     /// out = a + b
     Residual { out: View<'a, Buf>, a: View<'a, Buf>, b: View<'a, Buf>, n: usize },
     /// Row softmax of logits [n, v] into probs, and losses[i] = −log probs[i, target[i]] (0 where ignored).
@@ -179,6 +183,8 @@ impl<Buf> Op<'_, Buf> {
             Op::AttentionDecode { .. } => "attention_decode",
             Op::ActivationForward { .. } => "activation_forward",
             Op::ActivationBackward { .. } => "activation_backward",
+            Op::ScaleColumns { .. } => "scale_columns",
+            Op::ColumnDot { .. } => "column_dot",
             Op::Residual { .. } => "residual",
             Op::SoftmaxCrossEntropyForward { .. } => "softmax_crossentropy_forward",
             Op::CrossEntropyBackward { .. } => "crossentropy_backward",
@@ -243,6 +249,8 @@ impl<Buf> Op<'_, Buf> {
             }
             Op::ActivationForward { n, .. } => f(n * 8, 2 * n),
             Op::ActivationBackward { n, .. } => f(n * 12, 3 * n),
+            Op::ScaleColumns { n, w, .. } => f(n * w, 2 * n * w + w),
+            Op::ColumnDot { n, w, .. } => f(2 * n * w, 2 * n * w + w),
             Op::Residual { n, .. } => f(n, 3 * n),
             Op::SoftmaxCrossEntropyForward { n, v, .. } => f(5 * n * v, 2 * n * v + 2 * n),
             Op::CrossEntropyBackward { n, v, .. } => f(2 * n * v, 2 * n * v + n),

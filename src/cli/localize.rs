@@ -6,6 +6,7 @@ use super::{Context, EvalData};
 use crate::attribution::depn::Grid;
 use crate::attribution::edit::{zero_neurons, EditMode};
 use crate::attribution::ig::{IgOptions, IgTarget};
+use crate::attribution::masks::{learned_mask_scores, MaskMethod, MaskOptions};
 use crate::attribution::methods::{self, PrivateText};
 use crate::attribution::{per_layer_count, NeuronScores};
 use crate::backend::{Backend, Device};
@@ -30,6 +31,10 @@ pub enum Method {
     Activations,
     /// Loss increase on the memorized set when the neuron is zeroed (n_layer × 4C passes).
     ZeroOut,
+    /// A learned mask clip(c, 0, 1) with an L1 penalty; score clip(c, 0, 1).
+    Slimming,
+    /// A learned L0 Hard Concrete gate; score σ(s).
+    HardConcrete,
 }
 
 #[derive(Args)]
@@ -64,6 +69,15 @@ pub struct LocalizeArgs {
     /// Zero-Out as the reference code does it: keep only neuron i (instead of zeroing only i).
     #[arg(long)]
     pub zero_out_keep_only: bool,
+    /// Slimming / Hard Concrete: passes over the memorized set.
+    #[arg(long, default_value_t = MaskOptions::default().epochs)]
+    pub mask_epochs: usize,
+    /// Slimming / Hard Concrete: λ of the sparsity term.
+    #[arg(long, default_value_t = MaskOptions::default().lambda)]
+    pub mask_lambda: f64,
+    /// Slimming / Hard Concrete as the reference code: gradients accumulate over an epoch's batches.
+    #[arg(long)]
+    pub accumulate_epoch_grads: bool,
     #[arg(long, default_value_t = 50)]
     pub prompt_len: usize,
     /// Length of the memorization window after the prompt.
@@ -154,6 +168,13 @@ fn run_on<B: Backend>(dev: &Arc<Device<B>>, a: &LocalizeArgs) -> Result<()> {
         }
         Method::Activations => methods::activation_scores(&mut model, &rows, a.prompt_len, a.batch)?,
         Method::ZeroOut => methods::zero_out_scores(&mut model, &rows, a.batch, a.zero_out_keep_only, &progress)?,
+        Method::Slimming | Method::HardConcrete => {
+            let method = if a.method == Method::Slimming { MaskMethod::Slimming } else { MaskMethod::HardConcrete };
+            let o = MaskOptions { epochs: a.mask_epochs, lambda: a.mask_lambda, accumulate_epoch_grads: a.accumulate_epoch_grads, ..MaskOptions::default() };
+            let (scores, trace) = learned_mask_scores(&mut model, &rows, method, &o, &progress)?;
+            eprintln!("mask trained for {} epochs: memorized loss {:.4}, sparsity term {:.4}", trace.epochs, trace.loss, trace.sparsity);
+            scores
+        }
     };
     bar.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
@@ -181,7 +202,8 @@ fn run_on<B: Backend>(dev: &Arc<Device<B>>, a: &LocalizeArgs) -> Result<()> {
         seconds,
         settings: serde_json::json!({
             "steps": a.steps, "ig_grid": a.ig_grid, "ig_target": a.ig_target, "depn_ratio": a.depn_ratio,
-            "top_z": a.top_z, "zero_out_keep_only": a.zero_out_keep_only, "prompt_len": a.prompt_len, "k": a.k,
+            "top_z": a.top_z, "zero_out_keep_only": a.zero_out_keep_only, "mask_epochs": a.mask_epochs,
+            "mask_lambda": a.mask_lambda, "accumulate_epoch_grads": a.accumulate_epoch_grads, "prompt_len": a.prompt_len, "k": a.k,
         }),
         scores: scores.values.chunks(w).map(|r| r.to_vec()).collect(),
         selected,

@@ -418,16 +418,31 @@ impl<B: Backend> Model<B> {
 
     /// Forward + backward: parameter gradients of the mean loss (zeroed first). Returns the loss.
     pub fn forward_backward(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize) -> Result<f64> {
+        self.forward_backward_hooked(tokens, targets, b, t, &mut |_, _| {}, &mut |_, _| {})
+    }
+
+    /// `forward_backward` with `after_act(l, fch_act)` after every MLP activation (as in
+    /// `forward_hooked`) and `after_dact(l, d)` on d(loss)/d(post-activation) [b, t, 4C] before the
+    /// activation backward uses it (a hook may edit it in place: a mask's chain rule).
+    pub fn forward_backward_hooked(
+        &mut self,
+        tokens: &[u32],
+        targets: &[u32],
+        b: usize,
+        t: usize,
+        after_act: &mut dyn FnMut(usize, View<'_, B::Buffer>),
+        after_dact: &mut dyn FnMut(usize, View<'_, B::Buffer>),
+    ) -> Result<f64> {
         self.ensure_training_buffers()?;
         self.ensure_acts(b, t, true)?;
-        self.forward(tokens, Some(targets), b, t)?;
+        self.forward_hooked(tokens, Some(targets), b, t, after_act)?;
         let n_targets = targets.iter().filter(|&&x| x != IGNORE_TARGET).count();
         if n_targets == 0 {
             return Err(Error::Input("batch has no target positions".into()));
         }
         let losses = self.download_slot(self.acts.as_ref().unwrap().layout.losses);
         let loss = losses.iter().map(|&x| x as f64).sum::<f64>() / n_targets as f64;
-        self.backward_ops(b, t, 1.0 / n_targets as f32, &mut |_, _| {});
+        self.backward_ops(b, t, 1.0 / n_targets as f32, after_dact);
         Ok(loss)
     }
 

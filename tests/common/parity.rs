@@ -241,6 +241,16 @@ pub fn small_ops<B: Backend>(p: &Pair<B>) {
     p.check("residual", &out);
     run_both!(p, |v| Op::Residual { out: v(&a), a: v(&a), b: v(&b), n });
     p.check("residual in place", &a);
+    // Column scale (in place) and column dot over awkward widths, a view offset and zero scales.
+    for (rows, w) in [(37, 512), (1, 7), (150, 65)] {
+        let mut sc = p.random(w, 1.5);
+        sc[0] = 0.0;
+        let (x, scale, dots, y) = (p.rand(rows * w + 3), p.f32s(&sc), p.rand(w + 2), p.rand(rows * w));
+        run_both!(p, |v| Op::ScaleColumns { x: v(&x).slice(3, rows * w), scale: v(&scale), n: rows, w });
+        p.check(&format!("scale_columns {rows}×{w}"), &x);
+        run_both!(p, |v| Op::ColumnDot { out: v(&dots).slice(1, w), a: v(&x).slice(3, rows * w), b: v(&y), n: rows, w });
+        p.check(&format!("column_dot {rows}×{w}"), &dots);
+    }
     run_both!(p, |v| Op::Fill { dst: v(&out).slice(3, 500), value: 0.25 });
     p.check("fill", &out);
     let (src, dst) = (p.rand(2 * 7 * 30), p.rand(3 * 9 * 40));

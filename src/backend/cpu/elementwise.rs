@@ -1,4 +1,4 @@
-//! Small ops: residual add, fill, strided copy, argmax.
+//! Small ops: residual add, column scale and column dot, fill, strided copy, argmax.
 
 use super::{rd, wr, CpuBuffer};
 use crate::backend::View;
@@ -14,6 +14,24 @@ pub fn residual(out: V, a: V, b: V, n: usize) {
         let base = i * CHUNK;
         for (j, oj) in o.iter_mut().enumerate() {
             *oj = a[base + j] + b[base + j];
+        }
+    });
+}
+
+pub fn scale_columns(x: V, scale: V, n: usize, w: usize) {
+    let s = rd(scale);
+    wr(x)[..n * w].par_chunks_mut(w).for_each(|row| row.iter_mut().zip(s).for_each(|(x, s)| *x *= s));
+}
+
+pub fn column_dot(out: V, a: V, b: V, n: usize, w: usize) {
+    let (a, b) = (rd(a), rd(b));
+    wr(out)[..w].par_chunks_mut(64).enumerate().for_each(|(ci, o)| {
+        let j0 = ci * 64;
+        o.fill(0.0);
+        for r in 0..n {
+            for (k, x) in o.iter_mut().enumerate() {
+                *x = a[r * w + j0 + k].mul_add(b[r * w + j0 + k], *x);
+            }
         }
     });
 }

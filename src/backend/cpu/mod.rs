@@ -186,6 +186,8 @@ impl Backend for CpuBackend {
             Op::ActivationForward { out, inp, n, act } => activation::forward(out, inp, n, act),
             Op::ActivationBackward { dinp, inp, dout, n, act } => activation::backward(dinp, inp, dout, n, act),
             Op::Residual { out, a, b, n } => elementwise::residual(out, a, b, n),
+            Op::ScaleColumns { x, scale, n, w } => elementwise::scale_columns(x, scale, n, w),
+            Op::ColumnDot { out, a, b, n, w } => elementwise::column_dot(out, a, b, n, w),
             Op::SoftmaxCrossEntropyForward { losses, probs, logits, targets, n, v } => {
                 crossentropy::forward(losses, probs, logits, targets, n, v)
             }

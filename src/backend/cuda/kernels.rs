@@ -33,7 +33,7 @@ pub const FILES: &[KernelFile] = &[
         ["attention_forward", "attention_backward_query", "attention_backward_key_value", "kv_cache_write", "attention_decode"]
     ),
     kernel_file!("activation.cu", ["activation_forward", "activation_backward"]),
-    kernel_file!("elementwise.cu", ["residual_forward", "fill", "copy_strided", "argmax_rows"]),
+    kernel_file!("elementwise.cu", ["residual_forward", "scale_columns", "column_dot", "fill", "copy_strided", "argmax_rows"]),
     kernel_file!("crossentropy.cu", ["softmax_crossentropy_forward", "crossentropy_backward"]),
     kernel_file!("adamw.cu", ["adamw_update"]),
     kernel_file!("smi.cu", ["smi_directions", "smi_class_stats", "smi_score", "smi_row_summary"]),

@@ -438,6 +438,12 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                 let args = [self.ptr(dinp), self.ptr(inp), self.ptr(dout), int(n), act_code(act)];
                 self.launch_1d("activation_backward", n, &args);
             }
+            Op::ScaleColumns { x, scale, n, w } => {
+                self.launch_1d("scale_columns", n * w, &[self.ptr(x), self.ptr(scale), Arg::I64((n * w) as i64), int(w)]);
+            }
+            Op::ColumnDot { out, a, b, n, w } => {
+                self.launch_1d("column_dot", w, &[self.ptr(out), self.ptr(a), self.ptr(b), int(n), int(w)]);
+            }
             Op::Residual { out, a, b, n } => {
                 self.launch_1d("residual_forward", n, &[self.ptr(out), self.ptr(a), self.ptr(b), int(n)]);
             }

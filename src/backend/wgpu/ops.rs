@@ -231,6 +231,14 @@ impl WgpuBackend {
                 let bind = [(1, dinp), (2, inp), (3, dout)];
                 self.dispatch("activation", "backward", Self::groups_1d(n, 256), &bind, &[u(n), act_code(act)]);
             }
+            Op::ScaleColumns { x, scale, n, w } => {
+                let s = [u(n * w), u(w), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                self.dispatch("elementwise", "scale_columns", Self::groups_1d(n * w, 256), &[(1, x), (2, scale)], &s);
+            }
+            Op::ColumnDot { out, a, b, n, w } => {
+                let s = [u(n), u(w), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                self.dispatch("elementwise", "column_dot", Self::groups_1d(w, 64), &[(1, out), (2, a), (3, b)], &s);
+            }
             Op::Residual { out, a, b, n } => {
                 let s = [u(n), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
                 self.dispatch("elementwise", "residual", Self::groups_1d(n, 256), &[(1, out), (2, a), (3, b)], &s);
