@@ -246,7 +246,12 @@ def make_fixture(c):
         "safetensors_version": safetensors.__version__,
         "generator": "tests/gen_fixtures.py",
     }
-    path = os.path.join(OUT, f"{name}.safetensors")
+    write_fixture(tensors, f"{name}.safetensors", metadata)
+
+
+def write_fixture(tensors, filename, metadata):
+    """Save tensors + metadata under tests/fixtures with a canonical (byte-reproducible) header."""
+    path = os.path.join(OUT, filename)
     save_file(tensors, path, metadata=metadata)
     canonicalize_header(path)
     print(f"  wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")

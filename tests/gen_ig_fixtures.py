@@ -23,11 +23,10 @@ import sys
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.numpy import save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gen_fixtures import OUT, canonicalize_header, f32, i32  # noqa: E402
+from gen_fixtures import OUT, f32, i32, write_fixture  # noqa: E402
 
 TRAIN_STEPS = {"relu_l1": 30, "gelunew_l3": 40}
 QUERY_POSITIONS = {"relu_l1": [0, 49, 100, 148], "gelunew_l3": [0, 5, 17, 35]}
@@ -183,10 +182,7 @@ def make(name):
         "torch_version": torch.__version__,
         "generator": "tests/gen_ig_fixtures.py",
     }
-    path = os.path.join(OUT, f"ig_{name}.safetensors")
-    save_file(tensors, path, metadata=metadata)
-    canonicalize_header(path)
-    print(f"  wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+    write_fixture(tensors, f"ig_{name}.safetensors", metadata)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 //! path, causal attention of one query row against a context (forward and backward), the gradient
 //! of a target probability, and the integrated-gradients reduction over path points.
 
-use super::{dot, rd, rd_u32, same, softmax_in_place, wr, CpuBuffer};
-use crate::backend::{View, IGNORE_TARGET};
+use super::{dot, rd, rd_u32, softmax_in_place, wr, CpuBuffer};
+use crate::backend::View;
 use rayon::prelude::*;
 
 type V<'a> = View<'a, CpuBuffer>;
@@ -107,21 +107,10 @@ pub fn row_backward(dqkv: V, dout: V, qkv: V, ctx: V, att: V, index: V, n: usize
 }
 
 pub fn target_prob_backward(dlogits: V, probs: V, targets: V, n: usize, v: usize, log: bool) {
-    let tg = rd_u32(targets);
-    let in_place = same(dlogits, probs);
-    let p: &[f32] = if in_place { &[] } else { rd(probs) };
-    wr(dlogits)[..n * v].par_chunks_mut(v).enumerate().for_each(|(i, d)| {
-        let target = tg[i];
-        if target == IGNORE_TARGET {
-            d.fill(0.0);
-            return;
-        }
-        if !in_place {
-            d.copy_from_slice(&p[i * v..(i + 1) * v]);
-        }
-        let weight = if log { 1.0 } else { d[target as usize] };
+    super::crossentropy::per_target_row(dlogits, probs, targets, n, v, |d, target| {
+        let weight = if log { 1.0 } else { d[target] };
         for (j, x) in d.iter_mut().enumerate() {
-            let ind = if j == target as usize { 1.0 } else { 0.0 };
+            let ind = if j == target { 1.0 } else { 0.0 };
             *x = (ind - *x) * weight;
         }
     });

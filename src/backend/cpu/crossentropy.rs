@@ -28,6 +28,17 @@ pub fn forward(losses: V, probs: V, logits: V, targets: V, n: usize, v: usize) {
 }
 
 pub fn backward(dlogits: V, probs: V, targets: V, scale: f32, n: usize, v: usize) {
+    per_target_row(dlogits, probs, targets, n, v, |d, target| {
+        for (j, x) in d.iter_mut().enumerate() {
+            let ind = if j == target { 1.0 } else { 0.0 };
+            *x = (*x - ind) * scale;
+        }
+    });
+}
+
+/// dlogits row i ← grad(probs row i, target i) for rows with a target (0 elsewhere); `grad` gets the
+/// row's probabilities in place. dlogits may be probs itself.
+pub(super) fn per_target_row(dlogits: V, probs: V, targets: V, n: usize, v: usize, grad: impl Fn(&mut [f32], usize) + Sync) {
     let tg = rd_u32(targets);
     let in_place = same(dlogits, probs);
     let p: &[f32] = if in_place { &[] } else { rd(probs) };
@@ -37,10 +48,9 @@ pub fn backward(dlogits: V, probs: V, targets: V, scale: f32, n: usize, v: usize
             d.fill(0.0);
             return;
         }
-        for j in 0..v {
-            let pj = if in_place { d[j] } else { p[i * v + j] };
-            let ind = if j == target as usize { 1.0 } else { 0.0 };
-            d[j] = (pj - ind) * scale;
+        if !in_place {
+            d.copy_from_slice(&p[i * v..(i + 1) * v]);
         }
+        grad(d, target as usize);
     });
 }
