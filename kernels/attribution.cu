@@ -14,28 +14,45 @@ extern "C" __global__ void gather_rows(float* out, const float* src, const unsig
 }
 EMU_KERNEL(gather_rows)
 
-// ---- one query row against a context: a block per (row, head); the row's scores in dynamic shared
-// memory (t_ctx floats). Row r with index s·t_ctx + t attends to context rows s·t_ctx .. s·t_ctx + t − 1
-// and to its own qkv row at position t. ----
+// ---- one query row against a context: a block per (row, head), the row's scores in dynamic shared
+// memory (t_ctx floats) ----
 
-// The qkv row of position u: the row's own at u = t, else the sequence's context row.
-__device__ __forceinline__ const float* row_context(const float* own, const float* seq, int u, int t, int c) {
-    return u == t ? own : seq + (long long)u * 3 * c;
+// The block's (row, head) and where its context lies: row r with index s·t_ctx + t attends to the
+// context rows s·t_ctx .. s·t_ctx + t − 1 and to its own qkv row at position t.
+struct QueryRow {
+    long long rh;  // the block: r·nh + h
+    int r, col, hs, t, c;  // col: the head's first channel
+    const float* own;
+    const float* seq;
+    // The qkv row of position u ≤ t.
+    __device__ const float* at(int u) const { return u == t ? own : seq + (long long)u * 3 * c; }
+};
+
+__device__ __forceinline__ QueryRow query_row(const float* qkv, const float* ctx, const unsigned* index, int t_ctx,
+                                              int c, int nh) {
+    QueryRow x;
+    x.rh = blockIdx.x;
+    x.r = (int)(x.rh / nh);
+    x.hs = c / nh;
+    x.col = (int)(x.rh % nh) * x.hs;
+    x.c = c;
+    const int i = (int)index[x.r];
+    x.t = i % t_ctx;
+    x.own = qkv + (long long)x.r * 3 * c;
+    x.seq = ctx + (long long)(i - x.t) * 3 * c;
+    return x;
 }
 
 extern "C" __global__ void attention_row_forward(float* out, float* att, const float* qkv, const float* ctx,
                                                  const unsigned* index, int t_ctx, int c, int nh, float scale) {
     DYNAMIC_SHARED(float, s);
     __shared__ float red[32];
-    const long long rh = blockIdx.x;
-    const int hs = c / nh, r = (int)(rh / nh), h = (int)(rh % nh);
-    const int i = (int)index[r], t = i % t_ctx;
-    const float* own = qkv + (long long)r * 3 * c;
-    const float* seq = ctx + (long long)(i - t) * 3 * c;
-    const float* q = own + h * hs;
+    const QueryRow x = query_row(qkv, ctx, index, t_ctx, c, nh);
+    const int t = x.t, hs = x.hs;
+    const float* q = x.own + x.col;
     float mx = NEG_INF;
     for (int u = threadIdx.x; u <= t; u += blockDim.x) {
-        const float* k = row_context(own, seq, u, t, c) + c + h * hs;
+        const float* k = x.at(u) + c + x.col;
         float dot = 0.0f;
         for (int d = 0; d < hs; d++) dot = fmaf(q[d], k[d], dot);
         dot *= scale;
@@ -50,7 +67,7 @@ extern "C" __global__ void attention_row_forward(float* out, float* att, const f
         sum += e;
     }
     const float inv = 1.0f / block_sum(sum, red);
-    float* arow = att + rh * t_ctx;
+    float* arow = att + x.rh * t_ctx;
     for (int u = threadIdx.x; u < t_ctx; u += blockDim.x) {
         float pu = u <= t ? s[u] * inv : 0.0f;
         if (u <= t) s[u] = pu;
@@ -59,8 +76,8 @@ extern "C" __global__ void attention_row_forward(float* out, float* att, const f
     __syncthreads();
     for (int d = threadIdx.x; d < hs; d += blockDim.x) {
         float y = 0.0f;
-        for (int u = 0; u <= t; u++) y = fmaf(s[u], row_context(own, seq, u, t, c)[2 * c + h * hs + d], y);
-        out[(long long)r * c + h * hs + d] = y;
+        for (int u = 0; u <= t; u++) y = fmaf(s[u], x.at(u)[2 * c + x.col + d], y);
+        out[(long long)x.r * c + x.col + d] = y;
     }
 }
 EMU_KERNEL(attention_row_forward)
@@ -72,16 +89,13 @@ extern "C" __global__ void attention_row_backward(float* dqkv, const float* dout
                                                   float scale) {
     DYNAMIC_SHARED(float, s);
     __shared__ float red[32];
-    const long long rh = blockIdx.x;
-    const int hs = c / nh, r = (int)(rh / nh), h = (int)(rh % nh);
-    const int i = (int)index[r], t = i % t_ctx;
-    const float* own = qkv + (long long)r * 3 * c;
-    const float* seq = ctx + (long long)(i - t) * 3 * c;
-    const float* prow = att + rh * t_ctx;
-    const float* dy = dout + (long long)r * c + h * hs;
+    const QueryRow x = query_row(qkv, ctx, index, t_ctx, c, nh);
+    const int t = x.t, hs = x.hs;
+    const float* prow = att + x.rh * t_ctx;
+    const float* dy = dout + (long long)x.r * c + x.col;
     float pdp = 0.0f;
     for (int u = threadIdx.x; u <= t; u += blockDim.x) {
-        const float* v = row_context(own, seq, u, t, c) + 2 * c + h * hs;
+        const float* v = x.at(u) + 2 * c + x.col;
         float dp = 0.0f;
         for (int d = 0; d < hs; d++) dp = fmaf(dy[d], v[d], dp);
         s[u] = dp;
@@ -90,12 +104,12 @@ extern "C" __global__ void attention_row_backward(float* dqkv, const float* dout
     pdp = block_sum(pdp, red);
     for (int u = threadIdx.x; u <= t; u += blockDim.x) s[u] = prow[u] * (s[u] - pdp) * scale;
     __syncthreads();
-    float* drow = dqkv + (long long)r * 3 * c + h * hs;
+    float* drow = dqkv + (long long)x.r * 3 * c + x.col;
     for (int d = threadIdx.x; d < hs; d += blockDim.x) {
         float dq = 0.0f;
-        for (int u = 0; u <= t; u++) dq = fmaf(s[u], row_context(own, seq, u, t, c)[c + h * hs + d], dq);
+        for (int u = 0; u <= t; u++) dq = fmaf(s[u], x.at(u)[c + x.col + d], dq);
         drow[d] = dq;
-        drow[c + d] = s[t] * own[h * hs + d];
+        drow[c + d] = s[t] * x.own[x.col + d];
         drow[2 * c + d] = prow[t] * dy[d];
     }
 }

@@ -38,13 +38,30 @@ fn gather_rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_
 const MAX_ROW_T: u32 = 2048u;
 var<workgroup> sc: array<f32, 2048>;
 
-// Word `col` (= which·c + h·hs + d: which 1 = key, 2 = value) of position u of row r's context:
-// its own qkv row at u = t, the context rows of its sequence (starting at row `base`) below.
-fn kv(r: u32, base: u32, t: u32, u: u32, col: u32) -> f32 {
-    if (u == t) {
-        return inp[p.o3 + r * 3u * p.c + col];
+// A workgroup's (row, head) g and where its context lies: row r with index s·t_ctx + t attends to the
+// context rows base = s·t_ctx .. base + t − 1 and to its own qkv row at position t.
+struct QueryRow {
+    r: u32,
+    col: u32, // the head's first channel
+    hs: u32,
+    t: u32,
+    base: u32,
+}
+
+fn query_row(g: u32) -> QueryRow {
+    let hs = p.c / p.nh;
+    let r = g / p.nh;
+    let i = idx[p.o5 + r];
+    let t = i % p.t_ctx;
+    return QueryRow(r, (g % p.nh) * hs, hs, t, i - t);
+}
+
+// Word `col` (= which·c + channel: which 1 = key, 2 = value) of position u ≤ t of the row's context.
+fn kv(x: QueryRow, u: u32, col: u32) -> f32 {
+    if (u == x.t) {
+        return inp[p.o3 + x.r * 3u * p.c + col];
     }
-    return ctx[p.o4 + (base + u) * 3u * p.c + col];
+    return ctx[p.o4 + (x.base + u) * 3u * p.c + col];
 }
 
 @compute @workgroup_size(32)
@@ -53,19 +70,15 @@ fn attention_row_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
     if (g >= p.n * p.nh) {
         return; // a whole workgroup of a folded grid's tail: uniform, so the barriers below stay valid
     }
-    let hs = p.c / p.nh;
-    let r = g / p.nh;
-    let h = g % p.nh;
-    let i = idx[p.o5 + r];
-    let t = i % p.t_ctx;
-    let base = i - t;
-    let q0 = p.o3 + r * 3u * p.c + h * hs;
+    let x = query_row(g);
+    let t = x.t;
+    let q0 = p.o3 + x.r * 3u * p.c + x.col;
     let lane = lid.x;
     var mx = -3.0e38;
     for (var u = lane; u <= t; u += LANES) {
         var s = 0.0;
-        for (var d = 0u; d < hs; d++) {
-            s = fma(inp[q0 + d], kv(r, base, t, u, p.c + h * hs + d), s);
+        for (var d = 0u; d < x.hs; d++) {
+            s = fma(inp[q0 + d], kv(x, u, p.c + x.col + d), s);
         }
         s *= p.scale;
         sc[u] = s;
@@ -90,12 +103,12 @@ fn attention_row_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
         att[a0 + u] = pu;
     }
     workgroupBarrier();
-    for (var d = lane; d < hs; d += LANES) {
+    for (var d = lane; d < x.hs; d += LANES) {
         var y = 0.0;
         for (var u = 0u; u <= t; u++) {
-            y = fma(sc[u], kv(r, base, t, u, 2u * p.c + h * hs + d), y);
+            y = fma(sc[u], kv(x, u, 2u * p.c + x.col + d), y);
         }
-        out[p.o1 + r * p.c + h * hs + d] = y;
+        out[p.o1 + x.r * p.c + x.col + d] = y;
     }
 }
 
@@ -107,21 +120,17 @@ fn attention_row_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin
     if (g >= p.n * p.nh) {
         return;
     }
-    let hs = p.c / p.nh;
-    let r = g / p.nh;
-    let h = g % p.nh;
-    let i = idx[p.o5 + r];
-    let t = i % p.t_ctx;
-    let base = i - t;
-    let q0 = p.o3 + r * 3u * p.c + h * hs;
-    let dy0 = p.o6 + r * p.c + h * hs;
+    let x = query_row(g);
+    let t = x.t;
+    let q0 = p.o3 + x.r * 3u * p.c + x.col;
+    let dy0 = p.o6 + x.r * p.c + x.col;
     let a0 = p.o2 + g * p.t_ctx;
     let lane = lid.x;
     var pdp = 0.0; // Σ p·dp
     for (var u = lane; u <= t; u += LANES) {
         var dp = 0.0;
-        for (var d = 0u; d < hs; d++) {
-            dp = fma(aux[dy0 + d], kv(r, base, t, u, 2u * p.c + h * hs + d), dp);
+        for (var d = 0u; d < x.hs; d++) {
+            dp = fma(aux[dy0 + d], kv(x, u, 2u * p.c + x.col + d), dp);
         }
         sc[u] = dp;
         pdp += att[a0 + u] * dp;
@@ -131,11 +140,11 @@ fn attention_row_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin
         sc[u] = att[a0 + u] * (sc[u] - pdp) * p.scale;
     }
     workgroupBarrier();
-    let d0 = p.o1 + r * 3u * p.c + h * hs;
-    for (var d = lane; d < hs; d += LANES) {
+    let d0 = p.o1 + x.r * 3u * p.c + x.col;
+    for (var d = lane; d < x.hs; d += LANES) {
         var dq = 0.0;
         for (var u = 0u; u <= t; u++) {
-            dq = fma(sc[u], kv(r, base, t, u, p.c + h * hs + d), dq);
+            dq = fma(sc[u], kv(x, u, p.c + x.col + d), dq);
         }
         out[d0 + d] = dq;
         out[d0 + p.c + d] = sc[t] * inp[q0 + d];
