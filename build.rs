@@ -58,7 +58,7 @@ fn validate_wgsl() {
 }
 
 /// The kernel files in the order the emulator includes them (kept in step with src/backend/cuda/kernels.rs).
-const KERNEL_FILES: [&str; 9] = [
+const KERNEL_FILES: [&str; 10] = [
     "encoder.cu",
     "layernorm.cu",
     "matmul.cu",
@@ -68,6 +68,7 @@ const KERNEL_FILES: [&str; 9] = [
     "crossentropy.cu",
     "adamw.cu",
     "smi.cu",
+    "attribution.cu",
 ];
 
 /// Compile the same .cu sources NVRTC sees, as one C++ translation unit with kernels/cuda_emu.h in

@@ -160,6 +160,8 @@ pub fn map_op<'a, B>(op: &Op<'static, Id>, bufs: &'a [B]) -> Op<'a, B> {
             Op::ActivationBackward { dinp: m(dinp), inp: m(inp), dout: m(dout), n, act }
         }
         Op::Residual { out, a, b, n } => Op::Residual { out: m(out), a: m(a), b: m(b), n },
+        Op::ScaleColumns { x, scale, n, w } => Op::ScaleColumns { x: m(x), scale: m(scale), n, w },
+        Op::ColumnDot { out, a, b, n, w } => Op::ColumnDot { out: m(out), a: m(a), b: m(b), n, w },
         Op::SoftmaxCrossEntropyForward { losses, probs, logits, targets, n, v } => Op::SoftmaxCrossEntropyForward {
             losses: m(losses), probs: m(probs), logits: m(logits), targets: m(targets), n, v,
         },
@@ -183,6 +185,21 @@ pub fn map_op<'a, B>(op: &Op<'static, Id>, bufs: &'a [B]) -> Op<'a, B> {
             pmi: m(pmi), proj: m(proj), labels: m(labels), model: m(model), excluded: m(excluded), n, k, classes, ld, col0,
         },
         Op::SmiRowSummary { out, pmi, excluded, n, k } => Op::SmiRowSummary { out: m(out), pmi: m(pmi), excluded: m(excluded), n, k },
+        Op::GatherRows { out, src, index, scale, n, w } => {
+            Op::GatherRows { out: m(out), src: m(src), index: m(index), scale: mo(scale), n, w }
+        }
+        Op::AttentionRowForward { out, att, qkv, ctx, index, n, t_ctx, c, nh } => Op::AttentionRowForward {
+            out: m(out), att: m(att), qkv: m(qkv), ctx: m(ctx), index: m(index), n, t_ctx, c, nh,
+        },
+        Op::AttentionRowBackward { dqkv, dout, qkv, ctx, att, index, n, t_ctx, c, nh } => Op::AttentionRowBackward {
+            dqkv: m(dqkv), dout: m(dout), qkv: m(qkv), ctx: m(ctx), att: m(att), index: m(index), n, t_ctx, c, nh,
+        },
+        Op::TargetProbBackward { dlogits, probs, targets, n, v, log } => {
+            Op::TargetProbBackward { dlogits: m(dlogits), probs: m(probs), targets: m(targets), n, v, log }
+        }
+        Op::IgReduce { ig, grads, src, index, n, m: mm, w } => {
+            Op::IgReduce { ig: m(ig), grads: m(grads), src: m(src), index: m(index), n, m: mm, w }
+        }
     }
 }
 

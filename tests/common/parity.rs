@@ -362,3 +362,96 @@ pub fn smi_stats_score_summary<B: Backend>(p: &Pair<B>) {
         p.check_f64("smi_row_summary", &out, 2e-5, 1e-6);
     }
 }
+
+// ---- attribution ops (src/attribution: one query row per row, recomputed above a scaled layer) ----
+
+/// Context indices s·t_ctx + t of `n` rows over `seqs` sequences: row 0 at position 0, row 1 at
+/// t_ctx − 1, the rest anywhere.
+fn row_indices<B: Backend>(p: &Pair<B>, n: usize, seqs: usize, t_ctx: usize) -> Vec<u32> {
+    let pos = p.ints(n, t_ctx as u32);
+    (0..n)
+        .map(|r| {
+            let t = match r {
+                0 => 0,
+                1 => t_ctx - 1,
+                _ => pos[r] as usize,
+            };
+            ((r % seqs) * t_ctx + t) as u32
+        })
+        .collect()
+}
+
+pub fn gather_rows<B: Backend>(p: &Pair<B>) {
+    for (n, w, src_rows) in [(1, 5, 3), (7, 128, 20), (33, 37, 300), (301, 257, 450)] {
+        let (src, index, scale) = (p.rand(src_rows * w), p.u32s(&p.ints(n, src_rows as u32)), p.rand(n));
+        for scaled in [false, true] {
+            // A tail past the n rows must stay as it was.
+            let out = p.rand(n * w + 3);
+            run_both!(p, |v| Op::GatherRows { out: v(&out), src: v(&src), index: v(&index), scale: scaled.then(|| v(&scale)), n, w });
+            p.check(&format!("gather_rows n={n} w={w} scaled={scaled}"), &out);
+        }
+    }
+}
+
+pub fn attention_row<B: Backend>(p: &Pair<B>) {
+    // (sequences, t_ctx, c, nh, rows): hs 32 and 16; one position, a short context, the TinyMem
+    // context, one past 256; row counts not multiples of any workgroup.
+    for (seqs, t_ctx, c, nh, n) in [(1, 1, 128, 4, 1), (2, 5, 48, 3, 7), (3, 150, 128, 4, 33), (2, 257, 48, 3, 12), (4, 5, 128, 4, 301)] {
+        let what = format!("attention_row seqs={seqs} t_ctx={t_ctx} c={c} nh={nh} n={n}");
+        let index = p.u32s(&row_indices(p, n, seqs, t_ctx));
+        let ctx = p.f32s(&p.random(seqs * t_ctx * 3 * c, 2.0));
+        let qkv = p.f32s(&p.random(n * 3 * c, 2.0));
+        // att starts as noise: entries past each row's position must be written 0.
+        let (out, att) = (p.rand(n * c), p.rand(n * nh * t_ctx));
+        run_both!(p, |v| Op::AttentionRowForward { out: v(&out), att: v(&att), qkv: v(&qkv), ctx: v(&ctx), index: v(&index), n, t_ctx, c, nh });
+        p.check(&format!("{what} forward out"), &out);
+        p.check(&format!("{what} forward att"), &att);
+        // The backward from the cpu's probabilities on both sides, so it is judged on its own.
+        let att = p.f32s(&p.cpu.download_f32(cpu_view(&att)));
+        let (dqkv, dout) = (p.rand(n * 3 * c), p.rand(n * c));
+        run_both!(p, |v| Op::AttentionRowBackward { dqkv: v(&dqkv), dout: v(&dout), qkv: v(&qkv), ctx: v(&ctx), att: v(&att), index: v(&index), n, t_ctx, c, nh });
+        p.check(&format!("{what} backward dqkv"), &dqkv);
+        p.check(&format!("{what} qkv untouched"), &qkv);
+        p.check(&format!("{what} ctx untouched"), &ctx);
+    }
+}
+
+pub fn target_prob_backward<B: Backend>(p: &Pair<B>) {
+    for (n, v_) in [(1, 3), (7, 14), (33, 300), (301, 37)] {
+        // Softmax rows, targets at both ends of the vocabulary, every fourth row ignored.
+        let mut probs_v: Vec<f32> = p.random(n * v_, 4.0).into_iter().map(f32::exp).collect();
+        for row in probs_v.chunks_mut(v_) {
+            let s: f32 = row.iter().sum();
+            row.iter_mut().for_each(|x| *x /= s);
+        }
+        let mut tg = p.ints(n, v_ as u32);
+        tg[0] = v_ as u32 - 1;
+        if n > 2 {
+            tg[2] = 0;
+        }
+        for i in (1..n).step_by(4) {
+            tg[i] = IGNORE_TARGET;
+        }
+        let targets = p.u32s(&tg);
+        for log in [false, true] {
+            let what = format!("target_prob_backward n={n} v={v_} log={log}");
+            let (probs, dlogits) = (p.f32s(&probs_v), p.rand(n * v_));
+            run_both!(p, |v| Op::TargetProbBackward { dlogits: v(&dlogits), probs: v(&probs), targets: v(&targets), n, v: v_, log });
+            p.check(&what, &dlogits);
+            p.check(&format!("{what} probs untouched"), &probs);
+            run_both!(p, |v| Op::TargetProbBackward { dlogits: v(&probs), probs: v(&probs), targets: v(&targets), n, v: v_, log });
+            p.check(&format!("{what} in place"), &probs);
+        }
+    }
+}
+
+pub fn ig_reduce<B: Backend>(p: &Pair<B>) {
+    // (rows, path points per group, width, activation rows); 301 rows leave one row past the last group.
+    for (n, m, w, src_rows) in [(1, 1, 5, 2), (7, 1, 33, 9), (60, 20, 128, 10), (301, 20, 37, 40), (40, 20, 257, 3)] {
+        let (grads, src, index) = (p.rand(n * w), p.rand(src_rows * w), p.u32s(&p.ints(n, src_rows as u32)));
+        // A tail past the n/m groups must stay as it was.
+        let ig = p.rand(n / m * w + 3);
+        run_both!(p, |v| Op::IgReduce { ig: v(&ig), grads: v(&grads), src: v(&src), index: v(&index), n, m, w });
+        p.check(&format!("ig_reduce n={n} m={m} w={w}"), &ig);
+    }
+}

@@ -132,6 +132,19 @@ fn attention_shared_bytes(t: usize, hs: usize) -> usize {
     bytes
 }
 
+/// Dynamic shared memory of the row-attention kernels: the row's t_ctx scores.
+fn row_shared_bytes(t_ctx: usize) -> usize {
+    let bytes = 4 * t_ctx;
+    assert!(t_ctx > 0, "row attention needs a context of at least one position");
+    assert!(bytes <= 48 << 10, "row attention over a {t_ctx}-position context needs {bytes} bytes of shared memory (> 48 KiB)");
+    bytes
+}
+
+/// 1/√hs, as the cpu backend rounds it.
+fn head_scale(c: usize, nh: usize) -> f32 {
+    1.0 / ((c / nh) as f32).sqrt()
+}
+
 fn act_code(act: Activation) -> Arg {
     Arg::I32(match act {
         Activation::Relu => 0,
@@ -522,13 +535,47 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                 let args = [self.ptr(out), self.ptr(pmi), self.ptr(excluded), int(k)];
                 self.launch("smi_row_summary", [blocks(n, 1), 1, 1], [SMI_THREADS, 1, 1], 0, &args);
             }
-            // The attribution kernels for this backend are being written (issue 6); until then the
-            // op panics (the kernels land with their parity tests).
-            Op::GatherRows { .. }
-            | Op::AttentionRowForward { .. }
-            | Op::AttentionRowBackward { .. }
-            | Op::TargetProbBackward { .. }
-            | Op::IgReduce { .. } => panic!("{} has no attribution kernels yet", op.name()),
+            Op::GatherRows { out, src, index, scale, n, w } => {
+                let args = [self.ptr(out), self.ptr(src), self.ptr(index), self.opt_ptr(scale), int(n), int(w)];
+                self.launch_1d("gather_rows", n * w, &args);
+            }
+            Op::AttentionRowForward { out, att, qkv, ctx, index, n, t_ctx, c, nh } => {
+                if n * nh == 0 {
+                    return;
+                }
+                let args = [
+                    self.ptr(out), self.ptr(att), self.ptr(qkv), self.ptr(ctx), self.ptr(index), int(t_ctx), int(c), int(nh),
+                    Arg::F32(head_scale(c, nh)),
+                ];
+                let grid = [blocks(n * nh, 1), 1, 1];
+                self.launch("attention_row_forward", grid, [ATTENTION_THREADS, 1, 1], row_shared_bytes(t_ctx), &args);
+            }
+            Op::AttentionRowBackward { dqkv, dout, qkv, ctx, att, index, n, t_ctx, c, nh } => {
+                if n * nh == 0 {
+                    return;
+                }
+                let args = [
+                    self.ptr(dqkv), self.ptr(dout), self.ptr(qkv), self.ptr(ctx), self.ptr(att), self.ptr(index), int(t_ctx),
+                    int(c), int(nh), Arg::F32(head_scale(c, nh)),
+                ];
+                let grid = [blocks(n * nh, 1), 1, 1];
+                self.launch("attention_row_backward", grid, [ATTENTION_THREADS, 1, 1], row_shared_bytes(t_ctx), &args);
+            }
+            Op::TargetProbBackward { dlogits, probs, targets, n, v, log } => {
+                if n == 0 || v == 0 {
+                    return;
+                }
+                let args = [self.ptr(dlogits), self.ptr(probs), self.ptr(targets), int(v), Arg::I32(log as i32)];
+                self.launch("target_prob_backward", [blocks(n, 1), 1, 1], [row_threads(v, 1024), 1, 1], 0, &args);
+            }
+            Op::IgReduce { ig, grads, src, index, n, m, w } => {
+                assert!(m > 0, "ig_reduce needs at least one path point per group");
+                let args = [
+                    self.ptr(ig), self.ptr(grads), self.ptr(src), self.ptr(index), int(n / m), int(m), int(w),
+                    Arg::F32(1.0 / m as f32),
+                ];
+                self.launch_1d("ig_reduce", n / m * w, &args);
+            }
         }
     }
 }

@@ -30,6 +30,7 @@ const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const SHADERS: &[(&str, &str)] = &[
     ("activation", include_str!("../../../shaders/activation.wgsl")),
     ("adamw", include_str!("../../../shaders/adamw.wgsl")),
+    ("attribution", include_str!("../../../shaders/attribution.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
     ("crossentropy", include_str!("../../../shaders/crossentropy.wgsl")),
     ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),

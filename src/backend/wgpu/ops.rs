@@ -299,15 +299,52 @@ impl WgpuBackend {
                 let s = [u(n), u(k), 0, 0, 0, 0, 0, 0, 0];
                 self.dispatch("smi", "row_summary", Self::groups_1d(n, 1), &[(2, pmi), (4, out), (5, excluded)], &s);
             }
-            // The attribution kernels for this backend are being written (issue 6); until then the
-            // op panics (the kernels land with their parity tests).
-            Op::GatherRows { .. }
-            | Op::AttentionRowForward { .. }
-            | Op::AttentionRowBackward { .. }
-            | Op::TargetProbBackward { .. }
-            | Op::IgReduce { .. } => panic!("{} has no attribution kernels yet", op.name()),
+            // attribution.wgsl P: n, w, m, t_ctx, c, nh, flags, scale
+            Op::GatherRows { out, src, index, scale, n, w } => {
+                // The scale binding is read only with flag 1, but it must be bound anyway.
+                let s = [u(n), u(w), 0, 0, 0, 0, scale.is_some() as u32, 0];
+                let bind = [(1, out), (3, src), (5, index), (6, scale.unwrap_or(out))];
+                self.dispatch("attribution", "gather_rows", Self::groups_1d(u(n * w) as usize, 256), &bind, &s);
+            }
+            Op::AttentionRowForward { out, att, qkv, ctx, index, n, t_ctx, c, nh } => {
+                let s = [u(n), 0, 0, u(row_context(t_ctx)), u(c), u(nh), 0, f(head_scale(c, nh))];
+                let bind = [(1, out), (2, att), (3, qkv), (4, ctx), (5, index)];
+                self.dispatch("attribution", "attention_row_forward", Self::groups_1d(n * nh, 1), &bind, &s);
+            }
+            Op::AttentionRowBackward { dqkv, dout, qkv, ctx, att, index, n, t_ctx, c, nh } => {
+                let s = [u(n), 0, 0, u(row_context(t_ctx)), u(c), u(nh), 0, f(head_scale(c, nh))];
+                let bind = [(1, dqkv), (2, att), (3, qkv), (4, ctx), (5, index), (6, dout)];
+                self.dispatch("attribution", "attention_row_backward", Self::groups_1d(n * nh, 1), &bind, &s);
+            }
+            Op::TargetProbBackward { dlogits, probs, targets, n, v, log } => {
+                // In place, the shader reads the probabilities through the output binding only.
+                let in_place = std::ptr::eq(dlogits.buf, probs.buf) && dlogits.off == probs.off;
+                let s = [u(n), u(v), 0, 0, 0, 0, log as u32 | (in_place as u32) << 1, 0];
+                let bind = [(1, dlogits), (3, probs), (5, targets)];
+                self.dispatch("attribution", "target_prob_backward", Self::groups_1d(n, 8), &bind, &s);
+            }
+            Op::IgReduce { ig, grads, src, index, n, m, w } => {
+                assert!(m > 0, "ig_reduce needs at least one path point per group");
+                let s = [u(n), u(w), u(m), 0, 0, 0, 0, f(1.0 / m as f32)];
+                let bind = [(1, ig), (3, grads), (4, src), (5, index)];
+                self.dispatch("attribution", "ig_reduce", Self::groups_1d(u(n / m * w) as usize, 256), &bind, &s);
+            }
         }
     }
+}
+
+/// The row-attention shaders keep a row's scores in shared memory (attribution.wgsl's MAX_ROW_T).
+const MAX_ROW_T: usize = 2048;
+
+fn row_context(t_ctx: usize) -> usize {
+    assert!(t_ctx > 0, "row attention needs a context of at least one position");
+    assert!(t_ctx <= MAX_ROW_T, "the wgpu row-attention kernels support contexts up to {MAX_ROW_T} positions, not {t_ctx}");
+    t_ctx
+}
+
+/// 1/√hs, as the cpu backend rounds it.
+fn head_scale(c: usize, nh: usize) -> f32 {
+    1.0 / ((c / nh) as f32).sqrt()
 }
 
 fn act_code(act: Activation) -> u32 {
