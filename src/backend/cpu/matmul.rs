@@ -110,7 +110,6 @@ fn few_rows_panels(y: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, n:
     let panels = oc.div_ceil(NC);
     let per = panels.div_ceil(rayon::current_num_threads().clamp(1, panels));
     (0..panels.div_ceil(per)).into_par_iter().for_each(|t| {
-        let yp = yp;
         for j0 in (t * per..((t + 1) * per).min(panels)).map(|p| p * NC) {
             // Safety: each task writes its own column panels of y; the bounds are asserted above.
             #[cfg(target_arch = "x86_64")]
