@@ -14,10 +14,9 @@ use memsieve::rng::{purpose, Stream};
 use std::sync::Arc;
 use std::time::Instant;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{arg, cpu_seconds};
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -105,11 +104,12 @@ fn run<B: Backend>(dev: Arc<Device<B>>, threads: usize) {
         let gen_batch: usize = arg("--gen-batch", &n.to_string()).parse().unwrap();
         let opts = GenerateOptions { max_length: 150, min_length: 150, batch: gen_batch };
         m.generate(&prompts, &opts).unwrap();
-        let mut times = vec![];
+        let (mut times, mut cpu) = (vec![], vec![]);
         for _ in 0..3 {
-            let t0 = Instant::now();
+            let (t0, c0) = (Instant::now(), cpu_seconds());
             m.generate(&prompts, &opts).unwrap();
             times.push(t0.elapsed().as_secs_f64());
+            cpu.push(cpu_seconds() - c0);
         }
         if profile {
             dev.profile.reset();
@@ -120,7 +120,8 @@ fn run<B: Backend>(dev: Arc<Device<B>>, threads: usize) {
         }
         let med = median(times);
         println!(
-            "{{\"workload\":\"generate\",\"impl\":\"{name}\",\"prompts\":{n},\"layers\":{layers},\"threads\":{threads},\"median_s\":{med:.4},\"new_tokens_per_s\":{:.0}}}",
+            "{{\"workload\":\"generate\",\"impl\":\"{name}\",\"prompts\":{n},\"layers\":{layers},\"threads\":{threads},\"median_s\":{med:.4},\"cpu_s\":{:.4},\"new_tokens_per_s\":{:.0}}}",
+            median(cpu),
             (n * 100) as f64 / med
         );
     }

@@ -1,4 +1,6 @@
-//! Helpers shared by the SMI benchmarks (`#[path]`-included; not a bench target itself).
+//! Helpers shared by the benchmarks (`#[path]`-included; not a bench target itself).
+// Each bench uses a subset of these.
+#![allow(dead_code)]
 
 use std::time::Instant;
 
@@ -22,4 +24,16 @@ pub fn time(reps: usize, warm_up: bool, mut f: impl FnMut()) -> f64 {
         .collect();
     ts.sort_by(f64::total_cmp);
     ts[ts.len() / 2]
+}
+
+/// CPU time (s) this process's threads have run so far, from /proc/self/task/*/schedstat (Linux;
+/// 0 elsewhere). On a shared host it moves far less than wall time when other jobs compete.
+pub fn cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 * 1e-9
 }

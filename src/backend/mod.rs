@@ -329,6 +329,13 @@ pub trait Backend: Send + Sync + 'static {
     fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         f()
     }
+    /// Run `n` independent op sequences (a generation's decode sub-batches, each on its own
+    /// buffers) and collect their results in order. Devices run them one after the other on their
+    /// queue; the cpu backend runs one per worker thread at once, each op inside single-threaded, so
+    /// a decode step's dozens of small ops pay no fork/join.
+    fn lanes<R: Send>(&self, n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+        (0..n).map(f).collect()
+    }
     /// Words of d(att) working space `AttentionBackward` wants (the cpu backend keeps it per task).
     fn attention_scratch_len(&self, b: usize, t: usize, nh: usize) -> usize {
         b * nh * t * t

@@ -2,7 +2,7 @@
 //! Hand-written register-blocked microkernels over the causal triangle only (a GEMM would compute the
 //! upper half and throw it away, and its per-call packing dominates at 150 × 150 × 32).
 
-use super::{dot, rd, softmax_in_place, wr, CpuBuffer, SyncPtr};
+use super::{chunk, dot, rd, softmax_in_place, wr, CpuBuffer, SyncPtr};
 use crate::backend::View;
 use rayon::prelude::*;
 
@@ -255,20 +255,6 @@ pub fn kv_cache_write(cache: V, qkv: V, b: usize, t: usize, pos0: usize, t_max: 
             v[pos * hs..(pos + 1) * hs].copy_from_slice(&row[2 * c + h * hs..][..hs]);
         }
     });
-}
-
-/// N words of `row` from `j0`, zero-padded past its end (the last chunk of a cache row).
-#[inline(always)]
-fn chunk<const N: usize>(row: &[f32], j0: usize) -> [f32; N] {
-    match row.get(j0..j0 + N) {
-        Some(c) => c.try_into().unwrap(),
-        None => {
-            let mut c = [0f32; N];
-            let tail = &row[j0.min(row.len())..];
-            c[..tail.len()].copy_from_slice(tail);
-            c
-        }
-    }
 }
 
 /// One query per (row, head) at position `pos` against cached keys/values 0..=pos, in one pass
