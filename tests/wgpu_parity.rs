@@ -15,7 +15,7 @@ macro_rules! parity_tests {
     )*};
 }
 
-parity_tests!(encoder, layernorm, matmul, attention, kv_cache_decode, activation, crossentropy, adamw, small_ops, smi_directions, smi_project, smi_stats_score_summary);
+parity_tests!(encoder, layernorm, matmul, attention, kv_cache_decode, activation, crossentropy, adamw, small_ops, smi_directions, smi_project, smi_stats_score_summary, smi_ksg);
 
 use memsieve::backend::{Backend, Device};
 use memsieve::model::config::ModelConfig;

@@ -105,6 +105,17 @@ pub enum Op<'a, Buf> {
     /// out[i] = (mean, std (ddof 0), quantile 0.01, quantile 0.99) as f64 of row i of pmi[n, k] over the
     /// slices with `excluded[j]` = 0 (numpy's linear quantiles; smi::psmi::summarize_row).
     SmiRowSummary { out: View<'a, Buf>, pmi: View<'a, Buf>, excluded: View<'a, Buf>, n: usize, k: usize },
+    /// mi[j] (f64) = the 1-D KSG MI of column j of proj[n, k] against `labels` (class indices below
+    /// `classes`), with `neighbors` neighbours: smi::ksg::ksg_mi_columns without jitter (classes of
+    /// fewer than 2 samples dropped, clipped at 0). `scratch` holds `Backend::smi_ksg_scratch_len` words.
+    SmiKsg { mi: View<'a, Buf>, proj: View<'a, Buf>, labels: View<'a, Buf>, scratch: View<'a, Buf>, n: usize, k: usize, classes: usize, neighbors: usize },
+}
+
+/// Working space of the GPU backends' `SmiKsg` (shaders/ksg.wgsl, kernels/ksg.cu): per slice two
+/// (key, class) arrays that the radix sort ping-pongs between and the globally sorted keys, then per
+/// slice its scale (f64), and the class table (start of each class's segment, then 8 words of totals).
+pub fn ksg_scratch_words(n: usize, k: usize, classes: usize) -> usize {
+    5 * n * k + 2 * k + classes + 1 + 8
 }
 
 /// f64 values as device words (two per value, low word first), the layout of the SMI ops' f64 arrays.
@@ -174,6 +185,7 @@ impl<Buf> Op<'_, Buf> {
             Op::SmiClassStats { .. } => "smi_class_stats",
             Op::SmiScore { .. } => "smi_score",
             Op::SmiRowSummary { .. } => "smi_row_summary",
+            Op::SmiKsg { .. } => "smi_ksg",
         }
     }
 
@@ -238,6 +250,12 @@ impl<Buf> Op<'_, Buf> {
             Op::SmiScore { n, k, classes, .. } => f(n * k * (8 * classes + 20), 2 * n * k + n + 6 * k * classes),
             // Two passes for mean and std, about eight for the quantile selections.
             Op::SmiRowSummary { n, k, .. } => f(12 * n * k, n * k + k + 8 * n),
+            // A radix sort of about ten passes (each reading and writing key and class), then per
+            // sample a k-step neighbour walk and two binary searches (≈ 2·log2 n probes).
+            Op::SmiKsg { n, k, neighbors, .. } => {
+                let probes = 2 * (usize::BITS - n.leading_zeros()) as usize + 2 * neighbors;
+                f(n * k * (20 + 4 * probes), n * k * (1 + 40 + probes) + 2 * k)
+            }
         }
     }
 }
@@ -290,6 +308,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Words of d(att) working space `AttentionBackward` wants (the cpu backend keeps it per task).
     fn attention_scratch_len(&self, b: usize, t: usize, nh: usize) -> usize {
         b * nh * t * t
+    }
+    /// Words of working space `SmiKsg` wants (the cpu backend sorts in its own per-task buffers).
+    fn smi_ksg_scratch_len(&self, n: usize, k: usize, classes: usize) -> usize {
+        ksg_scratch_words(n, k, classes)
     }
     /// Most prompts a KV-cached generation should decode together, given the cache words each one
     /// streams per decode step (every step reads all of them). Devices take whatever the caller asks;

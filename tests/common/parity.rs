@@ -352,3 +352,62 @@ pub fn smi_stats_score_summary<B: Backend>(p: &Pair<B>) {
         p.check_f64("smi_row_summary", &out, 2e-5, 1e-6);
     }
 }
+
+/// Labels for the KSG checks: with ≥ 4 classes, sample 0 alone in the last class (dropped), samples
+/// 1–3 in class 1 (≤ k), class C − 2 absent, the rest spread over the others.
+fn ksg_labels(n: usize, classes: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| {
+            let spread = (i * 7 + i / 3) % if classes >= 4 { classes - 2 } else { classes };
+            (match (classes >= 4, i) {
+                (true, 0) => classes - 1,
+                (true, 1..=3) => 1,
+                (true, _) if spread == 1 => 0,
+                _ => spread,
+            }) as u32
+        })
+        .collect()
+}
+
+/// Dataset-level KSG (`SmiKsg`) against the cpu's `ksg_mi_columns`: n from 1 to 15001 (not multiples
+/// of the 256 invocations), slice counts that are multiples of nothing, classes of ≤ k samples, a
+/// singleton and an absent class, two class digits (18 classes), columns with ties, constant columns,
+/// columns of tiny values around 0. CUDA computes the cpu's f64 values and counts (|Δ| ≤ 1e-12); WGSL
+/// works in f32 (|Δ| ≤ 1e-5; the worst is printed).
+pub fn smi_ksg<B: Backend>(p: &Pair<B>) {
+    let tol = if p.dev.backend.name() == "wgpu" { 1e-5 } else { 1e-12 };
+    let mut worst = 0f64;
+    let mut informative = 0;
+    for (n, k, classes, neighbors) in [(1, 3, 2, 3), (2, 2, 1, 3), (7, 5, 3, 3), (300, 37, 5, 3), (4097, 6, 4, 3), (15001, 4, 3, 3), (700, 9, 12, 1), (701, 5, 18, 5)] {
+        let labels_v = ksg_labels(n, classes);
+        let noise = p.random(n * k, 1.0);
+        let proj_v: Vec<f32> = noise
+            .iter()
+            .enumerate()
+            .map(|(e, &v)| {
+                let (i, j) = (e / k, e % k);
+                let shifted = v + 0.5 * labels_v[i] as f32 * ((j as f32) * 0.9).cos();
+                match j % 4 {
+                    0 => shifted,
+                    1 => (shifted * 8.0).round() / 8.0, // ties
+                    2 => 0.75,                         // zero variance
+                    _ => 1e-3 * (shifted - 0.3),       // small values on both sides of 0
+                }
+            })
+            .collect();
+        let (proj, labels) = (p.f32s(&proj_v), p.u32s(&labels_v));
+        let scratch = p.u32s(&vec![0xdead_beef; p.dev.backend.smi_ksg_scratch_len(n, k, classes).max(1)]);
+        let mi = p.u32s(&vec![0; 2 * k]);
+        run_both!(p, |v| Op::SmiKsg { mi: v(&mi), proj: v(&proj), labels: v(&labels), scratch: v(&scratch), n, k, classes, neighbors });
+        let want = words_to_f64(&p.cpu.download_u32(cpu_view(&mi)));
+        let got = words_to_f64(&p.dev.download_u32(dev_view(&mi)));
+        for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+            let d = (g - w).abs();
+            worst = worst.max(d);
+            informative += (*w > 1e-3) as usize;
+            assert!(d <= tol, "smi_ksg n {n} k {k} classes {classes} neighbors {neighbors}: slice {j} is {g}, cpu {w} (tolerance {tol:e})");
+        }
+    }
+    assert!(informative >= 8, "the KSG checks compare too few nonzero MI values ({informative})");
+    println!("smi_ksg on {}: worst |Δ MI| {worst:.2e}", p.dev.backend.name());
+}

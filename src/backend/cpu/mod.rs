@@ -123,6 +123,10 @@ impl Backend for CpuBackend {
         0
     }
 
+    fn smi_ksg_scratch_len(&self, _n: usize, _k: usize, _classes: usize) -> usize {
+        0
+    }
+
     /// A decode step reads every cached key and value; past the last-level cache (32 MiB here, shared
     /// with the weights and the other core) it runs at DRAM speed. 12 MiB of cache per sub-batch —
     /// 16 prompts of TinyMem's 4 layers × 150 positions — measured 1.5–2× faster than 64 at once.
@@ -206,6 +210,7 @@ impl Backend for CpuBackend {
                 smi::score(pmi, proj, labels, model, excluded, n, k, classes, ld, col0)
             }
             Op::SmiRowSummary { out, pmi, excluded, n, k } => smi::row_summary(out, pmi, excluded, n, k),
+            Op::SmiKsg { mi, proj, labels, n, k, classes, neighbors, .. } => smi::ksg(mi, proj, labels, n, k, classes, neighbors),
         }
     }
 }

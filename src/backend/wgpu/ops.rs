@@ -266,7 +266,7 @@ impl WgpuBackend {
                 ];
                 self.dispatch("elementwise", "copy_strided", Self::groups_1d(n, 256), &[(1, dst), (2, src)], &s);
             }
-            // smi.wgsl P: n, k, d, classes, ld, col0, seed_lo, seed_hi, slice0
+            // smi.wgsl P: n, k, d, classes, ld, col0, seed_lo, seed_hi, slice0, neighbors
             Op::SmiDirections { out, seed, slice0, k, d } => {
                 let s = [0, u(k), u(d), 0, 0, 0, seed as u32, (seed >> 32) as u32, u(slice0)];
                 self.dispatch("smi", "directions", Self::groups_1d(k, 1), &[(1, out)], &s);
@@ -290,6 +290,14 @@ impl WgpuBackend {
                 assert!(out.off.is_multiple_of(2), "f64 views start on an even word");
                 let s = [u(n), u(k), 0, 0, 0, 0, 0, 0, 0];
                 self.dispatch("smi", "row_summary", Self::groups_1d(n, 1), &[(2, pmi), (4, out), (5, excluded)], &s);
+            }
+            Op::SmiKsg { mi, proj, labels, scratch, n, k, classes, neighbors } => {
+                let need = crate::backend::ksg_scratch_words(n, k, classes);
+                assert!(scratch.len >= need, "smi_ksg: {} words of scratch, needs {need}", scratch.len);
+                // k_c = min(neighbors, n_c − 1) never exceeds n, so larger values change nothing.
+                let s = [u(n), u(k), 0, u(classes), 0, 0, 0, 0, 0, u(neighbors.min(n.max(1)))];
+                self.dispatch("smi", "ksg_classes", [1, 1, 1], &[(3, labels), (7, scratch)], &s);
+                self.dispatch("smi", "ksg_sort_mi", Self::groups_1d(k, 1), &[(2, proj), (3, labels), (4, mi), (6, scratch)], &s);
             }
         }
     }
