@@ -183,6 +183,9 @@ pub fn map_op<'a, B>(op: &Op<'static, Id>, bufs: &'a [B]) -> Op<'a, B> {
             pmi: m(pmi), proj: m(proj), labels: m(labels), model: m(model), excluded: m(excluded), n, k, classes, ld, col0,
         },
         Op::SmiRowSummary { out, pmi, excluded, n, k } => Op::SmiRowSummary { out: m(out), pmi: m(pmi), excluded: m(excluded), n, k },
+        Op::SmiKsg { mi, proj, labels, scratch, n, k, classes, neighbors } => Op::SmiKsg {
+            mi: m(mi), proj: m(proj), labels: m(labels), scratch: m(scratch), n, k, classes, neighbors,
+        },
     }
 }
 
