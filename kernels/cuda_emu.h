@@ -176,6 +176,7 @@ inline unsigned atomicMin(unsigned* a, unsigned v) {
     }
     return old;
 }
+inline unsigned atomicExch(unsigned* a, unsigned v) { return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); }
 inline unsigned atomicOr(unsigned* a, unsigned v) { return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); }
 inline unsigned atomicCAS(unsigned* a, unsigned cmp, unsigned v) {
     __atomic_compare_exchange_n(a, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);

@@ -297,8 +297,7 @@ ksg_classes(unsigned* scratch, const unsigned* labels, int n, int k, int classes
     long long kept = 0;
     double psi_k = 0.0, psi_nc = 0.0;
     for (int c = 0; c < classes; c++) {
-        unsigned nc = s.start[c];
-        s.start[c] = at;
+        unsigned nc = atomicExch(&s.start[c], at);  // read where the atomics landed, not a cached copy
         at += nc;
         if (nc >= 2) {
             kept += nc;
