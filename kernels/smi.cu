@@ -270,7 +270,7 @@ __device__ __forceinline__ KsgLayout ksg_layout(unsigned* scratch, int n, int k,
 }
 
 // smi::stats::digamma_int, the same operations in the same order.
-__device__ double ksg_digamma(long long m) {
+__device__ __forceinline__ double ksg_digamma(long long m) {
     if (m < 20) {
         double psi = -0.5772156649015329;
         for (long long i = 1; i < m; i++) psi = __dadd_rn(psi, 1.0 / (double)i);
@@ -392,7 +392,7 @@ EMU_KERNEL(ksg_scale)
 // One stable counting pass of the block's radix sort over n elements, digit (value >> shift) & 15 of
 // the key or of the class. Thread t owns the contiguous rows [lo, hi), so its per-digit counters,
 // scanned in (digit, thread) order, are the output positions of its rows in order: stable.
-__device__ void ksg_radix_pass(const unsigned* kin, const unsigned* cin, unsigned* kout, unsigned* cout, int lo, int hi, int shift,
+__device__ __forceinline__ void ksg_radix_pass(const unsigned* kin, const unsigned* cin, unsigned* kout, unsigned* cout, int lo, int hi, int shift,
                                bool by_class, unsigned* count, unsigned* scan) {
     unsigned t = threadIdx.x;
     for (int b = 0; b < KSG_RADIX; b++) count[b * SMI_THREADS + t] = 0;
@@ -431,8 +431,8 @@ __device__ __forceinline__ double ksg_value(unsigned key, double sd) { return (d
 // skipped, as on the cpu), kept as the global order G, then stably by class; per sample of a kept
 // class the k-th distance within its class segment, nextafter toward 0, the count of G within it by
 // two binary searches (x − G ≤ r from the left, G − x > r beyond the right), ψ of the count.
-extern "C" __global__ void __launch_bounds__(SMI_THREADS)
-ksg_sort_mi(double* mi, unsigned* scratch, const float* proj, const unsigned* labels, int n, int k, int classes, int neighbors) {
+// (No __launch_bounds__: with it ptxas spilled around the ψ calls.)
+extern "C" __global__ void ksg_sort_mi(double* mi, unsigned* scratch, const float* proj, const unsigned* labels, int n, int k, int classes, int neighbors) {
     __shared__ unsigned count[KSG_RADIX * SMI_THREADS];
     __shared__ unsigned scan[SMI_THREADS];
     __shared__ double red[SMI_THREADS];
