@@ -1,9 +1,10 @@
 //! The device PSMI pipeline (src/smi/pipeline.rs) on one backend, beside `smi::psmi` on the cpu, on the
-//! synthetic Gaussian classes of benches/smi.rs: one JSON line per workload, then the ratio. KSG is
-//! left out (it runs on the host on every backend); `--max-memory BYTES` forces sample chunks.
+//! synthetic Gaussian classes of benches/smi.rs: one JSON line per workload, then the ratio. `--ksg`
+//! adds the per-slice KSG MI to both (on the device: `Op::SmiKsg`); `--max-memory BYTES` forces
+//! sample chunks.
 //!
 //! cargo bench --bench smi_pipeline -- [--backend cpu|wgpu|cuda|cuda-emu] [--n 4000] [--d 1024]
-//!     [--k 1000] [--classes 4] [--reps 3] [--max-memory BYTES]
+//!     [--k 1000] [--classes 4] [--reps 3] [--max-memory BYTES] [--ksg]
 
 use memsieve::backend::cpu::CpuBackend;
 use memsieve::backend::cuda::{CudaDriverBackend, CudaEmuBackend};
@@ -11,7 +12,7 @@ use memsieve::backend::wgpu::WgpuBackend;
 use memsieve::backend::{Backend, Device};
 use memsieve::rng::{purpose, Stream};
 use memsieve::smi::pipeline::{psmi_on_device, Input, PipelineOptions};
-use memsieve::smi::{psmi, Classes, Ddof, Directions, PsmiOptions};
+use memsieve::smi::{psmi, Classes, Ddof, Directions, KsgOptions, PsmiOptions};
 use std::hint::black_box;
 
 #[path = "common/mod.rs"]
@@ -42,14 +43,14 @@ fn bench<B: Backend>(dev: &Device<B>, s: &Setup) -> (f64, f64) {
         black_box(psmi_on_device(dev, &inp, &dirs, s.k, &s.opts, None, &none).unwrap());
     });
     println!(
-        "{{\"impl\":\"memsieve-{}\",\"workload\":\"psmi_pipeline_f32\",\"n\":{},\"d\":{},\"k\":{},\"classes\":{},\"block\":{},\"chunk\":{},\"seconds\":{secs:.4}}}",
-        dev.backend.name(), s.n, s.d, s.k, s.c, plan.block, plan.chunk
+        "{{\"impl\":\"memsieve-{}\",\"workload\":\"psmi_pipeline_f32{}\",\"n\":{},\"d\":{},\"k\":{},\"classes\":{},\"block\":{},\"chunk\":{},\"seconds\":{secs:.4}}}",
+        dev.backend.name(), if s.opts.ksg.is_some() { "_ksg" } else { "" }, s.n, s.d, s.k, s.c, plan.block, plan.chunk
     );
     let reference = time(s.reps, || {
-        let o = PsmiOptions { ddof: Ddof::Zero, block: 500, ksg: None };
+        let o = PsmiOptions { ddof: Ddof::Zero, block: 500, ksg: s.opts.ksg.clone() };
         black_box(psmi(&s.x, s.n, s.d, &s.classes, &dirs, s.k, &o, &none).unwrap());
     });
-    println!("{{\"impl\":\"memsieve-cpu\",\"workload\":\"psmi_f32\",\"n\":{},\"d\":{},\"k\":{},\"classes\":{},\"seconds\":{reference:.4}}}", s.n, s.d, s.k, s.c);
+    println!("{{\"impl\":\"memsieve-cpu\",\"workload\":\"psmi_f32{}\",\"n\":{},\"d\":{},\"k\":{},\"classes\":{},\"seconds\":{reference:.4}}}", if s.opts.ksg.is_some() { "_ksg" } else { "" }, s.n, s.d, s.k, s.c);
     (secs, reference)
 }
 
@@ -63,7 +64,7 @@ fn main() {
     let labels: Vec<i64> = (0..n).map(|_| rng.below(c as u64) as i64).collect();
     let x: Vec<f32> = (0..n * d).map(|i| centres[labels[i / d] as usize * d + i % d] + rng.normal() as f32).collect();
     let classes = Classes::new(&labels).unwrap();
-    let s = Setup { n, d, k, c, reps, x, classes, opts: PipelineOptions { ddof: Ddof::Zero, block: 500, ksg: None, max_memory } };
+    let s = Setup { n, d, k, c, reps, x, classes, opts: PipelineOptions { ddof: Ddof::Zero, block: 500, ksg: std::env::args().any(|a| a == "--ksg").then(KsgOptions::default), max_memory } };
     let (secs, reference) = match arg("--backend", "cpu").as_str() {
         "cpu" => bench(&Device::new(CpuBackend::new()), &s),
         "wgpu" => bench(&Device::new(WgpuBackend::new().unwrap()), &s),

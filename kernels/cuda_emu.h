@@ -176,6 +176,8 @@ inline unsigned atomicMin(unsigned* a, unsigned v) {
     }
     return old;
 }
+inline unsigned atomicExch(unsigned* a, unsigned v) { return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); }
+inline unsigned atomicOr(unsigned* a, unsigned v) { return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); }
 inline unsigned atomicCAS(unsigned* a, unsigned cmp, unsigned v) {
     __atomic_compare_exchange_n(a, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
     return cmp;
@@ -190,6 +192,8 @@ inline float __fdividef(float a, float b) { return a / b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline double __dadd_rn(double a, double b) { return a + b; }
 inline double __dsub_rn(double a, double b) { return a - b; }
+inline long long __double_as_longlong(double d) { return (long long)emu::to_bits(d); }
+inline double __longlong_as_double(long long i) { return emu::from_bits<double>((uint64_t)i); }
 inline float __int_as_float(int i) { return emu::from_bits<float>((uint64_t)(uint32_t)i); }
 inline float __uint_as_float(unsigned i) { return emu::from_bits<float>((uint64_t)i); }
 inline int __float_as_int(float f) { return (int)(uint32_t)emu::to_bits(f); }

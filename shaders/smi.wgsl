@@ -5,11 +5,12 @@
 // model, summaries) as IEEE double bit patterns built and read with integer operations. The
 // direction generator uses its own log/cos (argument reduction by integer bits, series), so its
 // accuracy does not depend on a driver's transcendental precision, and sums are Kahan-compensated.
+// The KSG kernels (ksg_*) are at the end.
 
 struct P {
     o1: u32, o2: u32, o3: u32, o4: u32, o5: u32, o6: u32, o7: u32, o8: u32,
     n: u32, k: u32, d: u32, classes: u32, ld: u32, col0: u32,
-    seed_lo: u32, seed_hi: u32, slice0: u32,
+    seed_lo: u32, seed_hi: u32, slice0: u32, neighbors: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -18,6 +19,8 @@ struct P {
 @group(0) @binding(3) var<storage, read_write> labels: array<u32>;
 @group(0) @binding(4) var<storage, read_write> words: array<u32>;  // f64 arrays: stats, model, summaries
 @group(0) @binding(5) var<storage, read_write> flags: array<u32>;  // excluded slices
+@group(0) @binding(6) var<storage, read_write> work: array<u32>;   // KSG scratch
+@group(0) @binding(7) var<storage, read_write> work_atomic: array<atomic<u32>>; // KSG scratch (class counts)
 
 const STATS_ROWS: u32 = 1024u; // smi::psmi::STATS_ROWS
 const WG: u32 = 256u;
@@ -453,5 +456,278 @@ fn row_summary(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup
         store_f64(4u * row + 1u, sd);
         store_f64(4u * row + 2u, q01);
         store_f64(4u * row + 3u, q99);
+    }
+}
+
+// ---- dataset-level SMI: the 1-D KSG MI of every column (smi::ksg::ksg_mi_columns, no jitter) ----
+//
+// Scratch words (backend::ksg_scratch_words, from p.o6 / p.o7): [2k unused: the f64 scales of the
+// CUDA twin] | totals | class start [classes + 1] | keys A, classes A, keys B, classes B, sorted keys
+// G, each [k][n]. Without f64 this works on the unscaled f32 projections: scaling a column by a
+// positive s changes no comparison the estimator makes (it is scale-free), while rounding x/s to f32
+// would. Distances are f32 differences (exact for neighbours within a factor 2 of each other), so a
+// count can differ from the cpu's only where two distances tie within an f32 ulp; ψ and the sums are
+// f32 (|Δ MI| ~ 1e-6).
+
+const KSG_RADIX: u32 = 16u;          // 4-bit digits: 16 counters per invocation, 16 KiB in all
+const KSG_DROPPED: u32 = 0xffffffffu; // key of a sample whose class has < 2 samples: above every finite f32's
+
+var<workgroup> kcount: array<u32, 4096>; // [digit][invocation]
+var<workgroup> kscan: array<u32, 256>;
+var<workgroup> kdiffer: atomic<u32>;
+var<workgroup> kdiffer_plain: u32;
+
+fn ksg_base() -> u32 {
+    return p.o6 + 2u * p.k + 8u + p.classes + 1u;
+}
+fn ksg_start(c: u32) -> u32 {
+    return work[p.o6 + 2u * p.k + 8u + c];
+}
+
+// smi::stats::digamma_int in f32.
+fn ksg_digamma(m: u32) -> f32 {
+    if (m < 20u) {
+        var psi = -0.5772156649015329;
+        for (var i = 1u; i < m; i++) {
+            psi += 1.0 / f32(i);
+        }
+        return psi;
+    }
+    let x = f32(m);
+    let x2 = x * x;
+    return log(x) - 0.5 / x - 1.0 / (12.0 * x2) + 1.0 / (120.0 * x2 * x2) - 1.0 / (252.0 * x2 * x2 * x2);
+}
+
+// One workgroup: class sizes → segment starts of the class-sorted order (dropped classes included),
+// totals = (ψ(N) + Σ_c n_c/N·(ψ(k_c) − ψ(n_c)) as f32 bits, N = kept samples).
+@compute @workgroup_size(256)
+fn ksg_classes(@builtin(local_invocation_id) lid3: vec3<u32>) {
+    let lid = lid3.x;
+    let st = p.o7 + 2u * p.k + 8u;
+    for (var c = lid; c <= p.classes; c += WG) {
+        atomicStore(&work_atomic[st + c], 0u);
+    }
+    storageBarrier();
+    for (var i = lid; i < p.n; i += WG) {
+        atomicAdd(&work_atomic[st + labels[p.o3 + i]], 1u);
+    }
+    storageBarrier();
+    if (lid != 0u) {
+        return;
+    }
+    var at = 0u;
+    var kept = 0u;
+    for (var c = 0u; c < p.classes; c++) {
+        let nc = atomicLoad(&work_atomic[st + c]);
+        atomicStore(&work_atomic[st + c], at);
+        at += nc;
+        if (nc >= 2u) {
+            kept += nc;
+        }
+    }
+    atomicStore(&work_atomic[st + p.classes], at);
+    var total = 0.0;
+    if (kept > 0u) {
+        total = ksg_digamma(kept);
+        for (var c = 0u; c < p.classes; c++) {
+            let nc = atomicLoad(&work_atomic[st + c + 1u]) - atomicLoad(&work_atomic[st + c]);
+            if (nc >= 2u) {
+                total += f32(nc) / f32(kept) * (ksg_digamma(min(p.neighbors, nc - 1u)) - ksg_digamma(nc));
+            }
+        }
+    }
+    atomicStore(&work_atomic[p.o7 + 2u * p.k], bitcast<u32>(total));
+    atomicStore(&work_atomic[p.o7 + 2u * p.k + 1u], kept);
+}
+
+// One stable counting pass over a column's n elements (offsets into work), digit (v >> shift) & 15 of
+// the key or the class: invocation lid owns rows [lo, hi), so its per-digit counters scanned in
+// (digit, invocation) order are the output positions of its rows in order.
+fn ksg_pass(lid: u32, kin: u32, cin: u32, kout: u32, cout: u32, lo: u32, hi: u32, shift: u32, by_class: bool) {
+    for (var b = 0u; b < KSG_RADIX; b++) {
+        kcount[b * WG + lid] = 0u;
+    }
+    for (var i = lo; i < hi; i++) {
+        let v = select(work[kin + i], work[cin + i], by_class);
+        kcount[((v >> shift) & 15u) * WG + lid] += 1u;
+    }
+    workgroupBarrier();
+    var sum = 0u;
+    for (var e = 0u; e < KSG_RADIX; e++) {
+        sum += kcount[lid * KSG_RADIX + e];
+    }
+    kscan[lid] = sum;
+    workgroupBarrier();
+    for (var o = 1u; o < WG; o <<= 1u) {
+        var v = 0u;
+        if (lid >= o) {
+            v = kscan[lid - o];
+        }
+        workgroupBarrier();
+        kscan[lid] += v;
+        workgroupBarrier();
+    }
+    var run = kscan[lid] - sum;
+    for (var e = 0u; e < KSG_RADIX; e++) {
+        let c = kcount[lid * KSG_RADIX + e];
+        kcount[lid * KSG_RADIX + e] = run;
+        run += c;
+    }
+    workgroupBarrier();
+    for (var i = lo; i < hi; i++) {
+        let key = work[kin + i];
+        let c = work[cin + i];
+        let slot = ((select(key, c, by_class) >> shift) & 15u) * WG + lid;
+        let at = kcount[slot];
+        kcount[slot] = at + 1u;
+        work[kout + at] = key;
+        work[cout + at] = c;
+    }
+    storageBarrier();
+    workgroupBarrier();
+}
+
+// words[j] (f64) = KSG MI of column j, one workgroup per column: the keys radix-sorted by value
+// (digits on which all keys agree skipped), kept as the global order G, then stably by class; per
+// sample of a kept class its k-th distance within the class segment, the next f32 toward 0, the count
+// of G within it by two binary searches, ψ of the count; mean, clip at 0.
+@compute @workgroup_size(256)
+fn ksg_sort_mi(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let lid = lid3.x;
+    let j = flat_group(wid, nwg);
+    if (j >= p.k) {
+        return; // whole workgroups only: uniform
+    }
+    let n = p.n;
+    let nk = n * p.k;
+    let base = ksg_base();
+    var ka = base + j * n;
+    var ca = base + nk + j * n;
+    var kb = base + 2u * nk + j * n;
+    var cb = base + 3u * nk + j * n;
+    let g = base + 4u * nk + j * n;
+    if (lid == 0u) {
+        atomicStore(&kdiffer, 0u);
+    }
+    workgroupBarrier();
+    var key0 = 0u;
+    if (n > 0u) {
+        let c = labels[p.o3];
+        key0 = select(key_of(inp[p.o2 + j]), KSG_DROPPED, ksg_start(c + 1u) - ksg_start(c) < 2u);
+    }
+    var mine = 0u;
+    for (var i = lid; i < n; i += WG) {
+        let c = labels[p.o3 + i];
+        let key = select(key_of(inp[p.o2 + i * p.k + j]), KSG_DROPPED, ksg_start(c + 1u) - ksg_start(c) < 2u);
+        work[ka + i] = key;
+        work[ca + i] = c;
+        mine |= key ^ key0;
+    }
+    atomicOr(&kdiffer, mine);
+    storageBarrier();
+    workgroupBarrier();
+    if (lid == 0u) {
+        kdiffer_plain = atomicLoad(&kdiffer);
+    }
+    let differ = workgroupUniformLoad(&kdiffer_plain);
+    let chunk = (n + WG - 1u) / WG;
+    let lo = min(n, lid * chunk);
+    let hi = min(n, lo + chunk);
+    for (var shift = 0u; shift < 32u; shift += 4u) {
+        if (((differ >> shift) & 15u) == 0u) {
+            continue;
+        }
+        ksg_pass(lid, ka, ca, kb, cb, lo, hi, shift, false);
+        let tk = ka;
+        ka = kb;
+        kb = tk;
+        let tc = ca;
+        ca = cb;
+        cb = tc;
+    }
+    for (var i = lid; i < n; i += WG) {
+        work[g + i] = work[ka + i];
+    }
+    storageBarrier();
+    workgroupBarrier();
+    for (var shift = 0u; p.classes > 1u && ((p.classes - 1u) >> shift) != 0u; shift += 4u) {
+        ksg_pass(lid, ka, ca, kb, cb, lo, hi, shift, true);
+        let tk = ka;
+        ka = kb;
+        kb = tk;
+        let tc = ca;
+        ca = cb;
+        cb = tc;
+    }
+    let total = bitcast<f32>(work[p.o6 + 2u * p.k]);
+    let kept = work[p.o6 + 2u * p.k + 1u];
+    var acc = 0.0;
+    for (var q = lid; q < n; q += WG) {
+        let c = work[ca + q];
+        let c0 = ksg_start(c);
+        let nc = ksg_start(c + 1u) - c0;
+        if (nc < 2u) {
+            continue;
+        }
+        let kc = min(p.neighbors, nc - 1u);
+        let x = value_of(work[ka + q]);
+        var r = 0.0;
+        var left = q;
+        var right = q + 1u;
+        for (var step = 0u; step < kc; step++) {
+            let has_l = left > c0;
+            let has_r = right < c0 + nc;
+            var dl = 0.0;
+            var dr = 0.0;
+            if (has_l) {
+                dl = x - value_of(work[ka + left - 1u]);
+            }
+            if (has_r) {
+                dr = value_of(work[ka + right]) - x;
+            }
+            if (has_l && (!has_r || dl <= dr)) {
+                left -= 1u;
+                r = dl;
+            } else {
+                right += 1u;
+                r = dr;
+            }
+        }
+        if (r > 0.0) {
+            r = bitcast<f32>(bitcast<u32>(r) - 1u);
+        }
+        var a = 0u;
+        var b = kept;
+        while (a < b) {
+            let mid = (a + b) / 2u;
+            if (x - value_of(work[g + mid]) <= r) {
+                b = mid;
+            } else {
+                a = mid + 1u;
+            }
+        }
+        let first = a;
+        b = kept;
+        while (a < b) {
+            let mid = (a + b) / 2u;
+            if (value_of(work[g + mid]) - x > r) {
+                b = mid;
+            } else {
+                a = mid + 1u;
+            }
+        }
+        acc += ksg_digamma(a - first);
+    }
+    var share = 0.0;
+    if (kept > 0u) {
+        share = acc / f32(kept);
+    }
+    let mean_psi_m = wg_sum(lid, share);
+    if (lid == 0u) {
+        var mi = 0.0;
+        if (kept > 0u) {
+            mi = max(total - mean_psi_m, 0.0);
+        }
+        store_f64(j, mi);
     }
 }

@@ -206,6 +206,8 @@ fn screen_on_the_cuda_emulator_and_wgpu_agrees_with_cpu() {
     let o = Command::new(env!("CARGO_BIN_EXE_memsieve")).args(args("cpu", &cpu_dir)).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let want = read_f64(cpu_dir.join("scores.npy")).unwrap().0;
+    let want_ksg = read_f64(cpu_dir.join("ksg_per_slice.npy")).unwrap().0;
+    let cpu_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cpu_dir.join("smi.json")).unwrap()).unwrap();
     for backend in ["cuda-emu", "wgpu"] {
         let dir = out.join(backend);
         let o = Command::new(env!("CARGO_BIN_EXE_memsieve")).args(args(backend, &dir)).output().unwrap();
@@ -223,6 +225,17 @@ fn screen_on_the_cuda_emulator_and_wgpu_agrees_with_cpu() {
         }
         let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("smi.json")).unwrap()).unwrap();
         assert_eq!(json["backend"], backend);
+        // The dataset SMI (KSG on the device): per slice, and its summary, within 1e-3 of the cpu (a
+        // projection moved by the GEMM's summation order can change a neighbour count).
+        let ksg = read_f64(dir.join("ksg_per_slice.npy")).unwrap().0;
+        assert_eq!(ksg.len(), want_ksg.len());
+        let worst = ksg.iter().zip(&want_ksg).map(|(g, w)| (g - w).abs()).fold(0f64, f64::max);
+        assert!(worst <= 1e-3, "{backend}: per-slice KSG differs by {worst:e}");
+        for stat in ["mean", "q01", "q99"] {
+            let (g, w) = (json["ksg"]["per_slice"][stat].as_f64().unwrap(), cpu_json["ksg"]["per_slice"][stat].as_f64().unwrap());
+            assert!((g - w).abs() <= 1e-3 && (stat != "mean" || w > 0.0), "{backend}: KSG {stat} is {g}, cpu {w}");
+        }
+        println!("{backend}: per-slice KSG within {worst:.1e} of the cpu");
     }
     std::fs::remove_dir_all(&out).ok();
 }

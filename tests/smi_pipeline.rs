@@ -67,7 +67,7 @@ fn chunked_and_sharded_runs_equal_the_unchunked_one() {
     let dirs = Directions::seeded(11, d);
     let (whole, _) = run(&*cpu, &x, n, d, &classes, &dirs, k, &popts(Ddof::Zero, 16, None));
     // A budget that fits 2 parts per chunk: two passes, chunks of 2048 + 1029 samples.
-    let one = pipeline::plan(n, d, k, 3, &popts(Ddof::Zero, 16, None), usize::MAX).unwrap().bytes;
+    let one = pipeline::plan(n, d, k, 3, &popts(Ddof::Zero, 16, None), usize::MAX, &|_, _| 0).unwrap().bytes;
     let (chunked, plan) = run(&*cpu, &x, n, d, &classes, &dirs, k, &popts(Ddof::Zero, 16, Some(one * 2 / 3)));
     assert!(plan.chunk < n && plan.chunk.is_multiple_of(STATS_ROWS), "{plan:?}");
     assert_same(&chunked, &whole, "chunked");
@@ -84,13 +84,16 @@ fn chunked_and_sharded_runs_equal_the_unchunked_one() {
 
 #[test]
 fn a_budget_below_one_chunk_is_a_clear_error() {
-    let e = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, Some(1 << 20)), usize::MAX).unwrap_err().to_string();
+    let gpu_scratch = |n: usize, w: usize| memsieve::backend::ksg_scratch_words(n, w, 4);
+    let e = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, Some(1 << 20)), usize::MAX, &gpu_scratch).unwrap_err().to_string();
     assert!(e.contains("--max-memory") && e.contains("even one chunk"), "{e}");
-    // A device binding limit alone chunks the samples (lavapipe's 128 MiB: 32 Mi words) ...
-    let p = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, None), 32 << 20).unwrap();
+    // A device binding limit alone chunks the samples (lavapipe's 128 MiB: 32 Mi words), and narrows
+    // the blocks until the KSG scratch of all samples (5·n·block words) fits one binding ...
+    let p = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, None), 32 << 20, &gpu_scratch).unwrap();
     assert!(p.chunk.is_multiple_of(STATS_ROWS) && p.chunk * 4096 <= 32 << 20 && p.chunk >= 4 * STATS_ROWS, "{p:?}");
+    assert!(p.block == 125 && gpu_scratch(50_000, p.block) <= 32 << 20, "{p:?}");
     // ... and a limit below one chunk says which.
-    let e = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, None), 1 << 20).unwrap_err().to_string();
+    let e = pipeline::plan(50_000, 4096, 2000, 4, &popts(Ddof::Zero, 500, None), 1 << 20, &gpu_scratch).unwrap_err().to_string();
     assert!(e.contains("largest binding"), "{e}");
 }
 
@@ -102,9 +105,15 @@ fn device_matches_cpu<B: Backend>(dev: &Device<B>) {
     let (x, classes) = data(n, d);
     let dirs = Directions::seeded(3, d);
     let (want, _) = run(&*cpu, &x, n, d, &classes, &dirs, k, &popts(Ddof::One, 16, None));
-    let one = pipeline::plan(n, d, k, 3, &popts(Ddof::One, 16, None), usize::MAX).unwrap().bytes;
-    for budget in [None, Some(one * 9 / 10)] {
+    let one = pipeline::plan(n, d, k, 3, &popts(Ddof::One, 16, None), usize::MAX, &|n, w| dev.backend.smi_ksg_scratch_len(n, w, 3)).unwrap().bytes;
+    // Less than what chunks of STATS_ROWS rows save (their features and pmi rows).
+    for budget in [None, Some(one - 4 * (n - STATS_ROWS) * (d + k))] {
+        let before = dev.backend.counters();
         let (got, plan) = run(dev, &x, n, d, &classes, &dirs, k, &popts(Ddof::One, 16, budget));
+        let down = (dev.backend.counters() - before).bytes_down;
+        assert!(budget.is_none() || plan.chunk < n, "{plan:?}");
+        // KSG runs on the device: statistics, summaries and the per-slice MI come back, not the n × K projections.
+        assert!(down < 4 * (n * k) as u64, "{}: {down} bytes downloaded", dev.backend.name());
         let mut worst = [0f64; 4];
         for (w, (name, a, b)) in worst.iter_mut().zip([("mean", &got.mean, &want.mean), ("std", &got.std, &want.std), ("q01", &got.q01, &want.q01), ("q99", &got.q99, &want.q99)]) {
             for i in 0..n {
@@ -119,6 +128,12 @@ fn device_matches_cpu<B: Backend>(dev: &Device<B>) {
         assert!(ksg <= 1e-3, "{}: per-slice KSG differs by {ksg:e}", dev.backend.name());
         println!("{} {plan:?}: worst |Δ|/(0.01+|cpu|) mean/std/q01/q99 = {worst:?}; KSG |Δ| {ksg:.1e}", dev.backend.name());
     }
+    // scikit-learn's exact mode (jitter) downloads the projections and runs KSG on the host.
+    let exact = PipelineOptions { ksg: Some(KsgOptions { n_neighbors: 3, sklearn_exact: true }), ..popts(Ddof::One, 16, None) };
+    let (want, _) = run(&*cpu, &x, n, d, &classes, &dirs, k, &exact);
+    let (got, _) = run(dev, &x, n, d, &classes, &dirs, k, &exact);
+    let ksg = got.ksg_mi.iter().zip(&want.ksg_mi).map(|(a, b)| (a - b).abs()).fold(0f64, f64::max);
+    assert!(ksg <= 1e-3 && got.ksg_mi.len() == k, "{}: per-slice KSG (exact mode) differs by {ksg:e}", dev.backend.name());
 }
 
 #[test]

@@ -126,6 +126,17 @@ pub enum Op<'a, Buf> {
     /// Integrated gradients of n/m path groups of m consecutive rows: ig[g, k] =
     /// src[index[g·m], k] · (1/m)·Σ_j grads[g·m + j, k] over width w.
     IgReduce { ig: View<'a, Buf>, grads: View<'a, Buf>, src: View<'a, Buf>, index: View<'a, Buf>, n: usize, m: usize, w: usize },
+    /// mi[j] (f64) = the 1-D KSG MI of column j of proj[n, k] against `labels` (class indices below
+    /// `classes`), with `neighbors` neighbours: smi::ksg::ksg_mi_columns without jitter (classes of
+    /// fewer than 2 samples dropped, clipped at 0). `scratch` holds `Backend::smi_ksg_scratch_len` words.
+    SmiKsg { mi: View<'a, Buf>, proj: View<'a, Buf>, labels: View<'a, Buf>, scratch: View<'a, Buf>, n: usize, k: usize, classes: usize, neighbors: usize },
+}
+
+/// Working space of the GPU backends' `SmiKsg` (shaders/ksg.wgsl, kernels/ksg.cu): per slice two
+/// (key, class) arrays that the radix sort ping-pongs between and the globally sorted keys, then per
+/// slice its scale (f64), and the class table (start of each class's segment, then 8 words of totals).
+pub fn ksg_scratch_words(n: usize, k: usize, classes: usize) -> usize {
+    5 * n * k + 2 * k + classes + 1 + 8
 }
 
 /// f64 values as device words (two per value, low word first), the layout of the SMI ops' f64 arrays.
@@ -202,6 +213,7 @@ impl<Buf> Op<'_, Buf> {
             Op::AttentionRowBackward { .. } => "attention_row_backward",
             Op::TargetProbBackward { .. } => "target_prob_backward",
             Op::IgReduce { .. } => "ig_reduce",
+            Op::SmiKsg { .. } => "smi_ksg",
         }
     }
 
@@ -280,6 +292,12 @@ impl<Buf> Op<'_, Buf> {
             }
             Op::TargetProbBackward { n, v, .. } => f(2 * n * v, 2 * n * v + n),
             Op::IgReduce { n, m, w, .. } => f(n * w + 2 * (n / m.max(1)) * w, n * w + 2 * (n / m.max(1)) * w),
+            // A radix sort of about ten passes (each reading and writing key and class), then per
+            // sample a k-step neighbour walk and two binary searches (≈ 2·log2 n probes).
+            Op::SmiKsg { n, k, neighbors, .. } => {
+                let probes = 2 * (usize::BITS - n.leading_zeros()) as usize + 2 * neighbors;
+                f(n * k * (20 + 4 * probes), n * k * (1 + 40 + probes) + 2 * k)
+            }
         }
     }
 }
@@ -339,6 +357,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Words of d(att) working space `AttentionBackward` wants (the cpu backend keeps it per task).
     fn attention_scratch_len(&self, b: usize, t: usize, nh: usize) -> usize {
         b * nh * t * t
+    }
+    /// Words of working space `SmiKsg` wants (the cpu backend sorts in its own per-task buffers).
+    fn smi_ksg_scratch_len(&self, n: usize, k: usize, classes: usize) -> usize {
+        ksg_scratch_words(n, k, classes)
     }
     /// Most prompts a KV-cached generation should decode together, given the cache words each one
     /// streams per decode step (every step reads all of them). Devices take whatever the caller asks;

@@ -254,7 +254,7 @@ fn on_backend<B: Backend>(dev: &Device<B>, a: &ScreenArgs, inp: &Input<'_>, dirs
     match a.shard {
         Some((i, of)) => {
             let s = pipeline::shard_stats(dev, inp, dirs, slices, opts, i, of, &|j| progress(j, slices))?;
-            let plan = pipeline::plan(inp.n, inp.d, slices, inp.classes.len(), opts, dev.backend.max_view_len())?;
+            let plan = pipeline::plan(inp.n, inp.d, slices, inp.classes.len(), opts, dev.backend.max_view_len(), &|n, w| dev.backend.smi_ksg_scratch_len(n, w, inp.classes.len()))?;
             Ok((None, Some(s), plan, name))
         }
         None => {

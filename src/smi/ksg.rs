@@ -46,10 +46,16 @@ impl Jitter {
 /// x ← x / s with s the population std (no centring, `np.nanstd`); s < 10·ε is replaced by 1
 /// (sklearn `scale`). Sums are numpy's pairwise ones, for bit parity of the jitter and small-class paths.
 pub fn scale_column(x: &mut [f64]) {
+    scale_column_in(x, &mut Vec::new())
+}
+
+/// [`scale_column`] with a reusable buffer for the squared deviations.
+fn scale_column_in(x: &mut [f64], squares: &mut Vec<f64>) {
     let n = x.len() as f64;
     let mean = numpy_column_sum(x) / n;
-    let squares: Vec<f64> = x.iter().map(|v| (v - mean) * (v - mean)).collect();
-    let var = numpy_column_sum(&squares) / n;
+    squares.clear();
+    squares.extend(x.iter().map(|v| (v - mean) * (v - mean)));
+    let var = numpy_column_sum(squares) / n;
     let mut s = var.sqrt();
     if s < 10.0 * f64::EPSILON {
         s = 1.0;
@@ -166,6 +172,59 @@ fn sort_pairs(items: &mut Vec<(u64, u32)>) {
     }
 }
 
+/// Sort items `key << 32 | index` (keys of 32 bits, the input in index order) by key, ties by index:
+/// [`sort_pairs`] on half the bytes, with the three digit histograms counted in one read.
+fn sort_packed(items: &mut Vec<u64>, scratch: &mut Vec<u64>) {
+    const BITS: u32 = 11;
+    const MASK: u64 = (1 << BITS) - 1;
+    if items.len() < 512 {
+        items.sort_unstable();
+        return;
+    }
+    let first = items[0] >> 32;
+    let mut counts = [[0u32; 1 << BITS]; 3];
+    let mut differing = 0u64;
+    for &item in items.iter() {
+        let key = item >> 32;
+        differing |= key ^ first;
+        counts[0][(key & MASK) as usize] += 1;
+        counts[1][((key >> BITS) & MASK) as usize] += 1;
+        counts[2][((key >> (2 * BITS)) & MASK) as usize] += 1;
+    }
+    scratch.resize(items.len(), 0);
+    for (digit, counts) in counts.iter_mut().enumerate() {
+        let shift = digit as u32 * BITS;
+        if (differing >> shift) & MASK == 0 {
+            continue;
+        }
+        let mut offset = 0;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = offset;
+            offset += n;
+        }
+        for &item in items.iter() {
+            let bucket = ((item >> (32 + shift)) & MASK) as usize;
+            scratch[counts[bucket] as usize] = item;
+            counts[bucket] += 1;
+        }
+        std::mem::swap(items, scratch);
+    }
+}
+
+/// Buffers of [`ksg_mi_1d_keyed`], reused across the columns of a tile.
+#[derive(Default)]
+struct Workspace {
+    packed: Vec<u64>,
+    packed_scratch: Vec<u64>,
+    /// Sample indices in global (value) order.
+    order: Vec<u32>,
+    global: Vec<f64>,
+    class_vals: Vec<f64>,
+    class_gpos: Vec<u32>,
+    squares: Vec<f64>,
+}
+
 /// Largest c ≤ len with pred(1), …, pred(c) all true, for pred true-then-false: galloping, so the
 /// cost is O(log c), and c (the ball count) is small next to n.
 #[inline]
@@ -201,24 +260,46 @@ pub fn ksg_mi_1d(x: &[f64], classes: &Classes, k: usize, brute_quirk: bool) -> f
 /// [`ksg_mi_1d`] with sort keys supplied: any keys ordered like `x` (ties included). Keys of the
 /// unscaled f32 projections have 32 significant bits, so the radix sort makes 3 passes instead of 6.
 pub fn ksg_mi_1d_keyed(x: &[f64], keys: Option<&[u64]>, classes: &Classes, k: usize, brute_quirk: bool) -> f64 {
+    ksg_mi_1d_in(&mut Workspace::default(), x, keys, classes, k, brute_quirk)
+}
+
+fn ksg_mi_1d_in(ws: &mut Workspace, x: &[f64], keys: Option<&[u64]>, classes: &Classes, k: usize, brute_quirk: bool) -> f64 {
     let counts = &classes.counts;
-    let key = |i: usize| keys.map_or_else(|| order_key(x[i]), |ks| ks[i]);
-    let mut order: Vec<(u64, u32)> = (0..x.len()).filter(|&i| counts[classes.of_sample[i] as usize] >= 2).map(|i| (key(i), i as u32)).collect();
+    let kept_samples = (0..x.len()).filter(|&i| counts[classes.of_sample[i] as usize] >= 2);
+    ws.order.clear();
+    match keys {
+        // 32-bit keys (f32 projections): packed with the index into one word.
+        Some(ks) if ks.iter().all(|&key| key >> 32 == 0) => {
+            ws.packed.clear();
+            ws.packed.extend(kept_samples.map(|i| ks[i] << 32 | i as u64));
+            sort_packed(&mut ws.packed, &mut ws.packed_scratch);
+            ws.order.extend(ws.packed.iter().map(|&item| item as u32));
+        }
+        _ => {
+            let key = |i: usize| keys.map_or_else(|| order_key(x[i]), |ks| ks[i]);
+            let mut pairs: Vec<(u64, u32)> = kept_samples.map(|i| (key(i), i as u32)).collect();
+            sort_pairs(&mut pairs);
+            ws.order.extend(pairs.iter().map(|&(_, i)| i));
+        }
+    }
+    let order = &ws.order;
     let kept = order.len();
     if kept == 0 {
         return 0.0;
     }
-    sort_pairs(&mut order);
-    let global: Vec<f64> = order.iter().map(|&(_, i)| x[i as usize]).collect();
+    ws.global.clear();
+    ws.global.extend(order.iter().map(|&i| x[i as usize]));
+    let global = &ws.global;
     // Class segments of the class-sorted array.
     let mut start = vec![0usize; counts.len() + 1];
     for (c, &nc) in counts.iter().enumerate() {
         start[c + 1] = start[c] + if nc >= 2 { nc } else { 0 };
     }
     let mut fill = start.clone();
-    let mut class_vals = vec![0f64; kept];
-    let mut class_gpos = vec![0u32; kept];
-    for (g, &(_, i)) in order.iter().enumerate() {
+    let (class_vals, class_gpos) = (&mut ws.class_vals, &mut ws.class_gpos);
+    class_vals.resize(kept, 0.0);
+    class_gpos.resize(kept, 0);
+    for (g, &i) in order.iter().enumerate() {
         let c = classes.of_sample[i as usize] as usize;
         class_vals[fill[c]] = global[g];
         class_gpos[fill[c]] = g as u32;
@@ -280,15 +361,16 @@ pub fn ksg_mi_columns<T: ProjElem>(p: &[T], n: usize, width: usize, classes: &Cl
                     }
                 }
             }
+            let mut ws = Workspace::default();
             cols.chunks_mut(n)
                 .enumerate()
                 .map(|(dj, col)| {
-                    scale_column(col);
+                    scale_column_in(col, &mut ws.squares);
                     if let (true, Some(eps)) = (opts.sklearn_exact, jitter) {
                         jitter_column(col, (0..n).map(|i| eps.at(i, first_slice + j0 + dj)));
                     }
                     let col_keys = (!keys.is_empty()).then(|| &keys[dj * n..(dj + 1) * n]);
-                    ksg_mi_1d_keyed(col, col_keys, classes, opts.n_neighbors, opts.sklearn_exact)
+                    ksg_mi_1d_in(&mut ws, col, col_keys, classes, opts.n_neighbors, opts.sklearn_exact)
                 })
                 .collect()
         })
@@ -327,6 +409,27 @@ mod tests {
             b.sort_unstable();
             assert_eq!(a, b, "n = {n}");
             assert!(a.windows(2).all(|w| vals[w[0].1 as usize] <= vals[w[1].1 as usize]));
+        }
+    }
+
+    #[test]
+    fn packed_radix_sort_equals_comparison_sort() {
+        let mut rng = crate::rng::Stream::new(6, crate::rng::purpose::MISC, 0);
+        for n in [3usize, 511, 512, 5000] {
+            // f32 keys with duplicates, ±0 and a shared high digit (skipped).
+            let keys: Vec<u64> = (0..n)
+                .map(|i| match i % 5 {
+                    0 => 0f32.order_key(),
+                    1 => (-0f32).order_key(),
+                    2 => 1.5f32.order_key(),
+                    _ => ((rng.normal() as f32) * 1e-3 + 1.0).order_key(),
+                })
+                .collect();
+            let mut a: Vec<u64> = keys.iter().enumerate().map(|(i, &k)| k << 32 | i as u64).collect();
+            let mut b = a.clone();
+            sort_packed(&mut a, &mut Vec::new());
+            b.sort_unstable();
+            assert_eq!(a, b, "n = {n}");
         }
     }
 

@@ -7,6 +7,11 @@
 //! sharding (`--shard i/N`, [`PartStats`] files merged by `memsieve screen merge`), never change a
 //! result. When all samples fit in one chunk each block is projected once; otherwise a first pass
 //! computes the statistics and a second projects again to score.
+//!
+//! The per-slice KSG MI runs on the device too (`Op::SmiKsg`): the block's projections of all samples
+//! stay there (chunks are projected into their rows of one n × block buffer) and only the block's MI
+//! values come back. scikit-learn's exact mode (its `RandomState(0)` jitter, n × K normals made on the
+//! host) downloads the projections and runs `ksg_mi_columns` on the host instead.
 
 use super::directions::Directions;
 use super::ksg::{ksg_mi_columns, Jitter, KsgOptions};
@@ -22,7 +27,7 @@ pub struct PipelineOptions {
     pub ddof: Ddof,
     /// Slices per block (at most; `max_memory` may lower it).
     pub block: usize,
-    /// Also compute the per-slice KSG MI (on the host, from the block's projections).
+    /// Also compute the per-slice KSG MI (on the device; on the host in scikit-learn's exact mode).
     pub ksg: Option<KsgOptions>,
     /// Bytes the working set may take (device buffers plus the host's per-block arrays; the loaded
     /// feature matrix itself is not counted). None: no limit.
@@ -40,30 +45,47 @@ pub struct Plan {
     pub bytes: usize,
 }
 
+/// KSG on the device (`Op::SmiKsg`) unless scikit-learn's jitter is asked for, which is host-only.
+fn device_ksg(ksg: Option<&KsgOptions>) -> bool {
+    ksg.is_some_and(|k| !k.sklearn_exact)
+}
+
+/// Words of `Op::SmiKsg` working space a backend wants for n samples × w slices (n, w → words).
+pub type KsgScratch<'a> = &'a dyn Fn(usize, usize) -> usize;
+
 /// Working-set bytes for chunks of `m` samples and blocks of `w` slices.
-fn working_set(n: usize, d: usize, slices: usize, classes: usize, m: usize, w: usize, ksg: Option<&KsgOptions>) -> usize {
+#[allow(clippy::too_many_arguments)]
+fn working_set(n: usize, d: usize, slices: usize, classes: usize, m: usize, w: usize, ksg: Option<&KsgOptions>, scratch: KsgScratch) -> usize {
     let parts_m = m.div_ceil(STATS_ROWS);
     let parts_n = n.div_ceil(STATS_ROWS);
-    let device_words = m * d + w * d + m * w + m + slices + parts_m * 4 * classes * w + 2 * (3 * w * classes + classes) + w + m * slices + 8 * m;
+    // Device KSG keeps the block's projections of all n samples.
+    let proj_rows = if device_ksg(ksg) { n } else { m };
+    let mut device_words = m * d + w * d + proj_rows * w + n + slices + parts_m * 4 * classes * w + 2 * (3 * w * classes + classes) + w + m * slices + 8 * m;
     let mut host = 32 * n + parts_n * 2 * classes * slices * 8 + 3 * slices * classes * 8;
-    if let Some(k) = ksg {
-        host += 4 * n * w + 24 * n;
-        if k.sklearn_exact {
-            host += 8 * n * slices;
+    match ksg {
+        Some(k) if k.sklearn_exact => host += 4 * n * w + 24 * n + 8 * n * slices,
+        Some(_) => {
+            device_words += scratch(n, w) + 2 * w;
+            host += 24 * n;
         }
+        None => {}
     }
     4 * device_words + host
 }
 
-/// Block and chunk sizes that fit `opts.max_memory` and a device's largest view (`max_view` words):
-/// full blocks over all samples if possible, then narrower blocks (down to 32 slices), then sample
-/// chunks (a multiple of STATS_ROWS); a clear error when nothing fits.
-pub fn plan(n: usize, d: usize, slices: usize, classes: usize, opts: &PipelineOptions, max_view: usize) -> Result<Plan> {
+/// Block and chunk sizes that fit `opts.max_memory` and a device's largest view (`max_view` words),
+/// with `scratch` the device's `SmiKsg` working space: full blocks over all samples if possible, then
+/// narrower blocks (down to 32 slices), then sample chunks (a multiple of STATS_ROWS); a clear error
+/// when nothing fits.
+#[allow(clippy::too_many_arguments)]
+pub fn plan(n: usize, d: usize, slices: usize, classes: usize, opts: &PipelineOptions, max_view: usize, scratch: KsgScratch) -> Result<Plan> {
     let w0 = opts.block.clamp(1, slices.max(1));
-    let ws = |m: usize, w: usize| working_set(n, d, slices, classes, m, w, opts.ksg.as_ref());
+    let ws = |m: usize, w: usize| working_set(n, d, slices, classes, m, w, opts.ksg.as_ref(), scratch);
     let budget = opts.max_memory.unwrap_or(usize::MAX);
-    // The largest views: the features chunk, the directions block, the projection and pmi chunks.
-    let views_fit = |m: usize, w: usize| m.saturating_mul(d.max(slices)) <= max_view && w.saturating_mul(d) <= max_view;
+    // The largest views: the features chunk, the directions block, the projection and pmi chunks,
+    // and with device KSG the block's projections of all samples and the KSG scratch.
+    let ksg_fits = |w: usize| !device_ksg(opts.ksg.as_ref()) || (n.saturating_mul(w) <= max_view && scratch(n, w) <= max_view);
+    let views_fit = |m: usize, w: usize| m.saturating_mul(d.max(slices)) <= max_view && w.saturating_mul(d) <= max_view && ksg_fits(w);
     let fits = |m: usize, w: usize| views_fit(m, w) && ws(m, w) <= budget;
     let mut widths = vec![w0];
     while *widths.last().unwrap() > 32.min(w0) {
@@ -211,6 +233,8 @@ struct Bufs<B: Backend> {
     flags: B::Buffer,
     pmi: B::Buffer,
     summary: B::Buffer,
+    /// Device KSG: the block's MI (f64) and the op's working space.
+    ksg: Option<(B::Buffer, B::Buffer)>,
 }
 
 struct Run<'a, B: Backend> {
@@ -223,14 +247,18 @@ struct Run<'a, B: Backend> {
     slices: usize,
     plan: Plan,
     bufs: Bufs<B>,
-    labels_u32: Vec<u32>,
+    /// Device KSG: `proj` holds all n rows of a block (chunk i0 at row i0).
+    all_rows: bool,
 }
 
 impl<'a, B: Backend> Run<'a, B> {
-    fn new(dev: &'a Device<B>, inp: &Input<'a>, dirs: &'a Directions, slices: usize, plan: Plan) -> Result<Self> {
+    fn new(dev: &'a Device<B>, inp: &Input<'a>, dirs: &'a Directions, slices: usize, plan: Plan, ksg: Option<&KsgOptions>) -> Result<Self> {
         let Input { x, n, d, classes } = *inp;
         let (m, w, cs) = (plan.chunk, plan.block, classes.len());
-        for (what, len) in [("features chunk", m * d), ("projection block", m * w), ("pmi chunk", m * slices), ("directions", w * d)] {
+        let all_rows = device_ksg(ksg);
+        let proj_rows = if all_rows { n } else { m };
+        let scratch = if all_rows { dev.backend.smi_ksg_scratch_len(n, w, cs) } else { 0 };
+        for (what, len) in [("features chunk", m * d), ("projection block", proj_rows * w), ("pmi chunk", m * slices), ("directions", w * d), ("KSG scratch", scratch)] {
             if len > dev.backend.max_view_len() {
                 return Err(Error::Backend(format!(
                     "the {what} ({len} words) exceeds the {} backend's largest binding ({} words): lower --max-memory or --block",
@@ -242,16 +270,19 @@ impl<'a, B: Backend> Run<'a, B> {
         let bufs = Bufs {
             x: dev.alloc(m * d)?,
             dirs: dev.alloc(w * d)?,
-            proj: dev.alloc(m * w)?,
-            labels: dev.alloc(m)?,
+            proj: dev.alloc(proj_rows * w)?,
+            labels: dev.alloc(n)?,
             stats: dev.alloc(m.div_ceil(STATS_ROWS) * 4 * cs * w)?,
             model: dev.alloc(2 * (3 * w * cs + cs))?,
             excluded: dev.alloc(w)?,
             flags: dev.alloc(slices)?,
             pmi: dev.alloc(m * slices)?,
             summary: dev.alloc(8 * m)?,
+            ksg: if all_rows { Some((dev.alloc(2 * w)?, dev.alloc(scratch)?)) } else { None },
         };
-        Ok(Run { dev, x, n, d, classes, dirs, slices, plan, bufs, labels_u32: classes.of_sample.clone() })
+        // All labels at once: chunks use their rows, KSG all of them.
+        dev.upload_u32(View::new(&bufs.labels, 0, n), &classes.of_sample);
+        Ok(Run { dev, x, n, d, classes, dirs, slices, plan, bufs, all_rows })
     }
 
     fn v<'b>(buf: &'b B::Buffer, len: usize) -> View<'b, B::Buffer> {
@@ -270,18 +301,26 @@ impl<'a, B: Backend> Run<'a, B> {
     fn upload_chunk(&self, i0: usize, rows: usize) {
         let d = self.d;
         self.dev.upload_f32(Self::v(&self.bufs.x, rows * d), &self.x[i0 * d..(i0 + rows) * d]);
-        self.dev.upload_u32(Self::v(&self.bufs.labels, rows), &self.labels_u32[i0..i0 + rows]);
     }
 
-    /// Directions of slices [j0, j1) on the device, then P = X·Θᵀ for the uploaded chunk.
-    fn project(&self, rows: usize, j0: usize, j1: usize) -> Result<()> {
+    fn labels(&self, i0: usize, rows: usize) -> View<'_, B::Buffer> {
+        View::new(&self.bufs.labels, i0, rows)
+    }
+
+    /// The projections of the chunk at row i0 (of a block w slices wide).
+    fn proj(&self, i0: usize, rows: usize, w: usize) -> View<'_, B::Buffer> {
+        View::new(&self.bufs.proj, if self.all_rows { i0 * w } else { 0 }, rows * w)
+    }
+
+    /// Directions of slices [j0, j1) on the device, then P = X·Θᵀ for the chunk uploaded from row i0.
+    fn project(&self, i0: usize, rows: usize, j0: usize, j1: usize) -> Result<()> {
         let (w, d) = (j1 - j0, self.d);
         let dirs = Self::v(&self.bufs.dirs, w * d);
         match self.dirs {
             Directions::Seeded { seed, .. } => self.dev.exec(Op::SmiDirections { out: dirs, seed: *seed, slice0: j0, k: w, d }),
             Directions::Explicit { .. } => self.dev.upload_f32(dirs, &self.dirs.block(j0, j1)?),
         }
-        let out = Self::v(&self.bufs.proj, rows * w);
+        let out = self.proj(i0, rows, w);
         self.dev.exec(Op::SmiProject { out, x: Self::v(&self.bufs.x, rows * d), dirs, n: rows, d, k: w });
         Ok(())
     }
@@ -291,7 +330,7 @@ impl<'a, B: Backend> Run<'a, B> {
         let cs = self.classes.len();
         let parts = rows.div_ceil(STATS_ROWS);
         let stats = Self::v(&self.bufs.stats, parts * 4 * cs * w);
-        let (proj, labels) = (Self::v(&self.bufs.proj, rows * w), Self::v(&self.bufs.labels, rows));
+        let (proj, labels) = (self.proj(i0, rows, w), self.labels(i0, rows));
         self.dev.exec(Op::SmiClassStats { stats, proj, labels, n: rows, k: w, classes: cs });
         let words = words_to_f64(&self.dev.download_u32(stats));
         for (p, part) in words.chunks(2 * cs * w).enumerate() {
@@ -310,12 +349,12 @@ impl<'a, B: Backend> Run<'a, B> {
         self.dev.upload_u32(Self::v(&self.bufs.excluded, ex.len()), &ex);
     }
 
-    fn score(&self, rows: usize, j0: usize, w: usize) {
+    fn score(&self, i0: usize, rows: usize, j0: usize, w: usize) {
         let b = &self.bufs;
         self.dev.exec(Op::SmiScore {
             pmi: Self::v(&b.pmi, rows * self.slices),
-            proj: Self::v(&b.proj, rows * w),
-            labels: Self::v(&b.labels, rows),
+            proj: self.proj(i0, rows, w),
+            labels: self.labels(i0, rows),
             model: Self::v(&b.model, 2 * (3 * w * self.classes.len() + self.classes.len())),
             excluded: Self::v(&b.excluded, w),
             n: rows,
@@ -336,9 +375,30 @@ impl<'a, B: Backend> Run<'a, B> {
         words_to_f64(&self.dev.download_u32(out)).chunks(4).map(|r| [r[0], r[1], r[2], r[3]]).collect()
     }
 
-    /// Projected columns of the chunk, for KSG on the host.
-    fn download_proj(&self, rows: usize, w: usize, into: &mut [f32]) {
-        into.copy_from_slice(&self.dev.download_f32(Self::v(&self.bufs.proj, rows * w)));
+    /// Projected columns of the chunk, for KSG on the host (scikit-learn's exact mode).
+    fn download_proj(&self, i0: usize, rows: usize, w: usize, into: &mut [f32]) {
+        into.copy_from_slice(&self.dev.download_f32(self.proj(i0, rows, w)));
+    }
+
+    /// The KSG MI of the block's w slices, from its projections of all n samples on the device.
+    fn ksg_on_device(&self, w: usize, neighbors: usize) -> Vec<f64> {
+        let (mi, scratch) = self.bufs.ksg.as_ref().expect("device KSG buffers");
+        let (n, classes) = (self.n, self.classes.len());
+        let mi = Self::v(mi, 2 * w);
+        let scratch = Self::v(scratch, self.dev.backend.smi_ksg_scratch_len(n, w, classes));
+        self.dev.exec(Op::SmiKsg { mi, proj: self.proj(0, n, w), labels: self.labels(0, n), scratch, n, k: w, classes, neighbors });
+        words_to_f64(&self.dev.download_u32(mi))
+    }
+
+    /// The block's KSG MI: on the device, or from downloaded projections with the jitter.
+    fn ksg(&self, w: usize, j0: usize, k: &KsgOptions, jitter: Option<&Jitter>, host_p: &mut [f32]) -> Result<Vec<f64>> {
+        if self.all_rows {
+            return Ok(self.ksg_on_device(w, k.n_neighbors));
+        }
+        if self.plan.chunk >= self.n {
+            self.download_proj(0, self.n, w, host_p);
+        }
+        ksg_mi_columns(host_p, self.n, w, self.classes, k, jitter, j0)
     }
 }
 
@@ -356,19 +416,20 @@ fn first_pass<B: Backend>(r: &Run<'_, B>, rows: std::ops::Range<usize>, what: Fi
     let mut ksg_mi = Vec::new();
     for (j0, j1) in r.blocks() {
         let w = j1 - j0;
-        let mut host_p = if what.ksg.is_some() { vec![0f32; r.n * w] } else { Vec::new() };
+        let host_ksg = what.ksg.is_some() && !r.all_rows;
+        let mut host_p = if host_ksg { vec![0f32; r.n * w] } else { Vec::new() };
         for (i0, m) in r.chunks(rows.clone()) {
             r.upload_chunk(i0, m);
-            r.project(m, j0, j1)?;
+            r.project(i0, m, j0, j1)?;
             if let Some(s) = stats.as_mut() {
                 r.stats(i0, m, j0, w, s);
             }
-            if what.ksg.is_some() {
-                r.download_proj(m, w, &mut host_p[i0 * w..(i0 + m) * w]);
+            if host_ksg {
+                r.download_proj(i0, m, w, &mut host_p[i0 * w..(i0 + m) * w]);
             }
         }
         if let Some((k, jitter)) = what.ksg {
-            ksg_mi.extend(ksg_mi_columns(&host_p, r.n, w, r.classes, k, jitter, j0)?);
+            ksg_mi.extend(r.ksg(w, j0, k, jitter, &mut host_p)?);
         }
         progress(j1);
     }
@@ -397,7 +458,10 @@ fn prepare<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directions, slic
     if slices > u32::MAX as usize || inp.d > 2 * u32::MAX as usize {
         return Err(Error::Input(format!("{slices} slices of dimension {} exceed the direction generator's 32-bit counters", inp.d)));
     }
-    plan(inp.n, inp.d, slices, inp.classes.len(), opts, dev.backend.max_view_len())
+    if opts.ksg.as_ref().is_some_and(|k| k.n_neighbors == 0) {
+        return Err(Error::Input("KSG needs n_neighbors ≥ 1".into()));
+    }
+    plan(inp.n, inp.d, slices, inp.classes.len(), opts, dev.backend.max_view_len(), &|n, w| dev.backend.smi_ksg_scratch_len(n, w, inp.classes.len()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -415,7 +479,7 @@ pub fn shard_stats<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Directio
             inp.n.div_ceil(STATS_ROWS)
         )));
     }
-    let r = Run::new(dev, inp, dirs, slices, plan)?;
+    let r = Run::new(dev, inp, dirs, slices, plan, None)?;
     let rows = parts.start * STATS_ROWS..(parts.end * STATS_ROWS).min(inp.n);
     let (stats, _) = first_pass(&r, rows, FirstPass { stats: true, ksg: None }, progress)?;
     Ok(stats.expect("asked for statistics"))
@@ -432,7 +496,7 @@ pub fn psmi_on_device<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Direc
             return Err(Error::Input("the merged statistics do not describe these samples and slices".into()));
         }
     }
-    let r = Run::new(dev, inp, dirs, slices, plan)?;
+    let r = Run::new(dev, inp, dirs, slices, plan, opts.ksg.as_ref())?;
     let jitter = match &opts.ksg {
         Some(k) if k.sklearn_exact => Some(Jitter::new(inp.n, slices)),
         _ => None,
@@ -462,7 +526,7 @@ pub fn psmi_on_device<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Direc
         r.upload_chunk(i0, m);
         for &(j0, j1) in &blocks {
             let w = j1 - j0;
-            r.project(m, j0, j1)?;
+            r.project(i0, m, j0, j1)?;
             let model = match &full_model {
                 Some(full) => model_columns(full, j0, j1),
                 None => {
@@ -474,14 +538,13 @@ pub fn psmi_on_device<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Direc
             };
             if single {
                 if let Some((k, jitter)) = ksg {
-                    let mut host_p = vec![0f32; m * w];
-                    r.download_proj(m, w, &mut host_p);
-                    ksg_mi.extend(ksg_mi_columns(&host_p, m, w, inp.classes, k, jitter, j0)?);
+                    let mut host_p = if r.all_rows { Vec::new() } else { vec![0f32; m * w] };
+                    ksg_mi.extend(r.ksg(w, j0, k, jitter, &mut host_p)?);
                 }
             }
             excluded[j0..j1].copy_from_slice(&model.degenerate);
             r.upload_model(&model);
-            r.score(m, j0, w);
+            r.score(i0, m, j0, w);
             if single {
                 report(0, j1);
             }

@@ -200,6 +200,9 @@ pub fn map_op<'a, B>(op: &Op<'static, Id>, bufs: &'a [B]) -> Op<'a, B> {
         Op::IgReduce { ig, grads, src, index, n, m: mm, w } => {
             Op::IgReduce { ig: m(ig), grads: m(grads), src: m(src), index: m(index), n, m: mm, w }
         }
+        Op::SmiKsg { mi, proj, labels, scratch, n, k, classes, neighbors } => Op::SmiKsg {
+            mi: m(mi), proj: m(proj), labels: m(labels), scratch: m(scratch), n, k, classes, neighbors,
+        },
     }
 }
 

@@ -381,6 +381,22 @@ fn row_indices<B: Backend>(p: &Pair<B>, n: usize, seqs: usize, t_ctx: usize) -> 
         .collect()
 }
 
+/// Labels for the KSG checks: with ≥ 4 classes, sample 0 alone in the last class (dropped), samples
+/// 1–3 in class 1 (≤ k), class C − 2 absent, the rest spread over the others.
+fn ksg_labels(n: usize, classes: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| {
+            let spread = (i * 7 + i / 3) % if classes >= 4 { classes - 2 } else { classes };
+            (match (classes >= 4, i) {
+                (true, 0) => classes - 1,
+                (true, 1..=3) => 1,
+                (true, _) if spread == 1 => 0,
+                _ => spread,
+            }) as u32
+        })
+        .collect()
+}
+
 pub fn gather_rows<B: Backend>(p: &Pair<B>) {
     for (n, w, src_rows) in [(1, 5, 3), (7, 128, 20), (33, 37, 300), (301, 257, 450)] {
         let (src, index, scale) = (p.rand(src_rows * w), p.u32s(&p.ints(n, src_rows as u32)), p.rand(n));
@@ -454,4 +470,82 @@ pub fn ig_reduce<B: Backend>(p: &Pair<B>) {
         run_both!(p, |v| Op::IgReduce { ig: v(&ig), grads: v(&grads), src: v(&src), index: v(&index), n, m, w });
         p.check(&format!("ig_reduce n={n} m={m} w={w}"), &ig);
     }
+}
+
+/// Dataset-level KSG (`SmiKsg`) against the cpu's `ksg_mi_columns`: n from 1 to 15001 (not multiples
+/// of the 256 invocations), slice counts that are multiples of nothing, classes of ≤ k samples, a
+/// singleton and an absent class, two class digits (18 classes), columns with ties, constant columns,
+/// columns of tiny values around 0.
+///
+/// CUDA computes the cpu's f64 values and counts: |Δ| ≤ 1e-12 on every column. WGSL (no f64) counts
+/// on the unscaled f32 values, which is exact arithmetic for the estimator (it is scale-free; f32
+/// differences of neighbours are exact), so it is checked against `ksg_mi_1d` on the unscaled values
+/// widened to f64 (exact differences) on every column, and against the cpu op on the untied columns.
+/// The cpu's x/s rounding breaks exact ties of two distances either way: on the 1/8-grid columns
+/// that changes many counts (the cpu value there is an artefact of rounding, which scikit-learn's
+/// jitter exists to avoid), and at n = 15001 a continuous column has a few chance ties of f32
+/// distances (neighbours ≈ 2000 ulps apart), each flipped count moving the MI by ≈ 1/(m·n) ≈ 7e-6.
+pub fn smi_ksg<B: Backend>(p: &Pair<B>) {
+    use memsieve::smi::{ksg::ksg_mi_1d, Classes};
+    let wgsl = p.dev.backend.name() == "wgpu";
+    let mut report = Vec::new();
+    let mut informative = 0;
+    for (n, k, classes, neighbors) in [(1, 3, 2, 3), (2, 2, 1, 3), (7, 5, 3, 3), (300, 37, 5, 3), (4097, 6, 4, 3), (15001, 4, 3, 3), (700, 9, 12, 1), (701, 5, 18, 5)] {
+        let tol = match (wgsl, n) {
+            (false, _) => 1e-12,
+            (true, ..=5000) => 1e-5,
+            (true, _) => 1e-4,
+        };
+        let mut counts = vec![0; classes];
+        let of_sample = ksg_labels(n, classes);
+        of_sample.iter().for_each(|&c| counts[c as usize] += 1);
+        let cls = Classes { values: (0..classes as i64).collect(), of_sample, counts };
+        let labels_v = ksg_labels(n, classes);
+        let noise = p.random(n * k, 1.0);
+        let proj_v: Vec<f32> = noise
+            .iter()
+            .enumerate()
+            .map(|(e, &v)| {
+                let (i, j) = (e / k, e % k);
+                let shifted = v + 0.5 * labels_v[i] as f32 * ((j as f32) * 0.9).cos();
+                match j % 4 {
+                    0 => shifted,
+                    1 => (shifted * 8.0).round() / 8.0, // ties
+                    2 => 0.75,                         // zero variance
+                    _ => 1e-3 * (shifted - 0.3),       // small values on both sides of 0
+                }
+            })
+            .collect();
+        let (proj, labels) = (p.f32s(&proj_v), p.u32s(&labels_v));
+        let scratch = p.u32s(&vec![0xdead_beef; p.dev.backend.smi_ksg_scratch_len(n, k, classes).max(1)]);
+        let mi = p.u32s(&vec![0; 2 * k]);
+        run_both!(p, |v| Op::SmiKsg { mi: v(&mi), proj: v(&proj), labels: v(&labels), scratch: v(&scratch), n, k, classes, neighbors });
+        let want = words_to_f64(&p.cpu.download_u32(cpu_view(&mi)));
+        let got = words_to_f64(&p.dev.download_u32(dev_view(&mi)));
+        let (mut worst, mut worst_exact, mut worst_ties) = (0f64, 0f64, 0f64);
+        for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+            let d = (g - w).abs();
+            informative += (*w > 1e-3) as usize;
+            let case = format!("smi_ksg n {n} k {k} classes {classes} neighbors {neighbors}: slice {j} is {g}");
+            if wgsl {
+                let col: Vec<f64> = (0..n).map(|i| proj_v[i * k + j] as f64).collect();
+                let exact = ksg_mi_1d(&col, &cls, neighbors, false);
+                worst_exact = worst_exact.max((g - exact).abs());
+                assert!((g - exact).abs() <= 1e-5, "{case}, exact on the f32 values {exact} (tolerance 1e-5)");
+                if j % 4 == 1 {
+                    worst_ties = worst_ties.max(d);
+                    continue;
+                }
+            }
+            worst = worst.max(d);
+            assert!(d <= tol, "{case}, cpu {w} (tolerance {tol:e})");
+        }
+        report.push(if wgsl {
+            format!("n {n}: vs cpu {worst:.1e} (tied columns {worst_ties:.1e}), vs exact {worst_exact:.1e}")
+        } else {
+            format!("n {n}: {worst:.1e}")
+        });
+    }
+    assert!(informative >= 8, "the KSG checks compare too few nonzero MI values ({informative})");
+    println!("smi_ksg on {}: worst |Δ MI| {}", p.dev.backend.name(), report.join(", "));
 }

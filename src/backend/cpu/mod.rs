@@ -127,6 +127,10 @@ impl Backend for CpuBackend {
         0
     }
 
+    fn smi_ksg_scratch_len(&self, _n: usize, _k: usize, _classes: usize) -> usize {
+        0
+    }
+
     /// A decode step reads every cached key and value; past the last-level cache (32 MiB here, shared
     /// with the weights and the other core) it runs at DRAM speed. Sub-batches decode concurrently,
     /// one per worker (`lanes`), so the 12 MiB cache budget is split between the workers, and the
@@ -251,6 +255,7 @@ impl Backend for CpuBackend {
                 attribution::target_prob_backward(dlogits, probs, targets, n, v, log)
             }
             Op::IgReduce { ig, grads, src, index, n, m, w } => attribution::ig_reduce(ig, grads, src, index, n, m, w),
+            Op::SmiKsg { mi, proj, labels, n, k, classes, neighbors, .. } => smi::ksg(mi, proj, labels, n, k, classes, neighbors),
         }
     }
 }

@@ -4,6 +4,7 @@
 use super::{rd, rd_u32, wr};
 use crate::backend::{f64_to_words, words_to_f64, View};
 use crate::smi::directions::seeded_direction;
+use crate::smi::ksg::{ksg_mi_columns, KsgOptions};
 use crate::smi::project::project_into;
 use crate::smi::psmi::{score_block, summarize_row, ClassSliceStats, SliceModel, STATS_ROWS};
 use crate::smi::Classes;
@@ -76,4 +77,18 @@ pub fn row_summary(out: V, pmi: V, excluded: V, n: usize, k: usize) {
         scratch.extend(p[i * k..(i + 1) * k].iter().zip(ex).filter(|(_, &e)| e == 0).map(|(&v, _)| v as f64));
         write_f64(o, &summarize_row(scratch));
     });
+}
+
+/// `ksg_mi_columns` itself, on the block in place (no jitter: scikit-learn's exact mode stays on the host).
+#[allow(clippy::too_many_arguments)]
+pub fn ksg(mi: V, proj: V, labels: V, n: usize, k: usize, classes: usize, neighbors: usize) {
+    let of_sample = rd_u32(labels)[..n].to_vec();
+    let mut counts = vec![0usize; classes];
+    for &c in &of_sample {
+        counts[c as usize] += 1;
+    }
+    let cls = Classes { values: (0..classes as i64).collect(), of_sample, counts };
+    let opts = KsgOptions { n_neighbors: neighbors, sklearn_exact: false };
+    let values = ksg_mi_columns(&rd(proj)[..n * k], n, k, &cls, &opts, None, 0).unwrap_or_else(|e| panic!("smi_ksg: {e}"));
+    write_f64(&mut wr(mi)[..2 * k], &values);
 }

@@ -36,7 +36,7 @@ pub const FILES: &[KernelFile] = &[
     kernel_file!("elementwise.cu", ["residual_forward", "scale_columns", "column_dot", "fill", "copy_strided", "argmax_rows"]),
     kernel_file!("crossentropy.cu", ["softmax_crossentropy_forward", "crossentropy_backward"]),
     kernel_file!("adamw.cu", ["adamw_update"]),
-    kernel_file!("smi.cu", ["smi_directions", "smi_class_stats", "smi_score", "smi_row_summary"]),
+    kernel_file!("smi.cu", ["smi_directions", "smi_class_stats", "smi_score", "smi_row_summary", "ksg_classes", "ksg_scale", "ksg_sort_mi"]),
     kernel_file!(
         "attribution.cu",
         ["gather_rows", "attention_row_forward", "attention_row_backward", "target_prob_backward", "ig_reduce"]

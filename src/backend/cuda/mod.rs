@@ -576,6 +576,21 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                 ];
                 self.launch_1d("ig_reduce", n / m * w, &args);
             }
+            Op::SmiKsg { mi, proj, labels, scratch, n, k, classes, neighbors } => {
+                if k == 0 {
+                    return;
+                }
+                assert!(mi.off.is_multiple_of(2) && scratch.off.is_multiple_of(2), "f64 views start on an even word");
+                let need = super::ksg_scratch_words(n, k, classes);
+                assert!(scratch.len >= need, "smi_ksg: {} words of scratch, needs {need}", scratch.len);
+                // k_c = min(neighbors, n_c − 1) never exceeds n, so larger values change nothing.
+                let neighbors = int(neighbors.min(n.max(1)));
+                let (work, lab) = (self.ptr(scratch), self.ptr(labels));
+                self.launch("ksg_classes", [1, 1, 1], [SMI_THREADS, 1, 1], 0, &[work, lab, int(n), int(k), int(classes), neighbors]);
+                self.launch_1d("ksg_scale", k, &[work, self.ptr(proj), int(n), int(k), int(classes)]);
+                let args = [self.ptr(mi), work, self.ptr(proj), lab, int(n), int(k), int(classes), neighbors];
+                self.launch("ksg_sort_mi", [blocks(k, 1), 1, 1], [SMI_THREADS, 1, 1], 0, &args);
+            }
         }
     }
 }

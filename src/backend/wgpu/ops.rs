@@ -274,7 +274,7 @@ impl WgpuBackend {
                 ];
                 self.dispatch("elementwise", "copy_strided", Self::groups_1d(n, 256), &[(1, dst), (2, src)], &s);
             }
-            // smi.wgsl P: n, k, d, classes, ld, col0, seed_lo, seed_hi, slice0
+            // smi.wgsl P: n, k, d, classes, ld, col0, seed_lo, seed_hi, slice0, neighbors
             Op::SmiDirections { out, seed, slice0, k, d } => {
                 let s = [0, u(k), u(d), 0, 0, 0, seed as u32, (seed >> 32) as u32, u(slice0)];
                 self.dispatch("smi", "directions", Self::groups_1d(k, 1), &[(1, out)], &s);
@@ -328,6 +328,14 @@ impl WgpuBackend {
                 let s = [u(n), u(w), u(m), 0, 0, 0, 0, f(1.0 / m as f32)];
                 let bind = [(1, ig), (3, grads), (4, src), (5, index)];
                 self.dispatch("attribution", "ig_reduce", Self::groups_1d(u(n / m * w) as usize, 256), &bind, &s);
+            }
+            Op::SmiKsg { mi, proj, labels, scratch, n, k, classes, neighbors } => {
+                let need = crate::backend::ksg_scratch_words(n, k, classes);
+                assert!(scratch.len >= need, "smi_ksg: {} words of scratch, needs {need}", scratch.len);
+                // k_c = min(neighbors, n_c − 1) never exceeds n, so larger values change nothing.
+                let s = [u(n), u(k), 0, u(classes), 0, 0, 0, 0, 0, u(neighbors.min(n.max(1)))];
+                self.dispatch("smi", "ksg_classes", [1, 1, 1], &[(3, labels), (7, scratch)], &s);
+                self.dispatch("smi", "ksg_sort_mi", Self::groups_1d(k, 1), &[(2, proj), (3, labels), (4, mi), (6, scratch)], &s);
             }
         }
     }
