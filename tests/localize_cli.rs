@@ -55,6 +55,24 @@ fn localize_then_edit() {
     let k = neurons[0][1].as_u64().unwrap() as usize;
     assert_eq!(params[layout.offset(memsieve::model::params::ParamKind::FcB, 0) + k], 0.0);
     assert!(e["before"]["loss"].as_f64().unwrap() != e["after"]["loss"].as_f64().unwrap());
+
+    // With planted secrets (the report.json layout of `experiment secrets`): exposure before and after.
+    let secrets = dir.join("secrets.json");
+    std::fs::write(&secrets, serde_json::json!({ "secrets": [{ "copies": 1, "context": [10, 1, 12, 2], "digits": [3, 1, 4] }, { "copies": 10, "context": [10, 7], "digits": [9, 9, 0, 2] }] }).to_string()).unwrap();
+    let edited2 = dir.join("edited2");
+    let o = memsieve(&["edit", "--model", model.to_str().unwrap(), "--neurons", out.join("scores.json").to_str().unwrap(), "--top-k", "5", "--data", data.to_str().unwrap(), "--secrets", secrets.to_str().unwrap(), "--out", edited2.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("exposure (per-digit)"));
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(edited2.join("edit.json")).unwrap()).unwrap();
+    for when in ["before", "after"] {
+        let x = e[when]["exposure_per_digit"].as_f64().unwrap();
+        assert!((0.0..=3.0 * 10f64.log2() + 1e-9).contains(&x), "{when}: {x}");
+        assert_eq!(e[when]["exposures"].as_array().unwrap().len(), 2);
+    }
+    // Digits outside 0–9 are refused.
+    std::fs::write(&secrets, serde_json::json!({ "secrets": [{ "copies": 1, "context": [10], "digits": [12] }] }).to_string()).unwrap();
+    let o = memsieve(&["edit", "--model", model.to_str().unwrap(), "--neurons", out.join("scores.json").to_str().unwrap(), "--top-k", "5", "--data", data.to_str().unwrap(), "--secrets", secrets.to_str().unwrap(), "--out", edited2.to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("digits 0–9"));
 }
 
 #[test]

@@ -152,7 +152,7 @@ pub fn run(ctx: &Context, a: ExperimentArgs) -> Result<()> {
 fn secrets_experiment<B: Backend>(dev: &Arc<Device<B>>, a: &SecretsArgs) -> Result<()> {
     let o = SecretsOptions { secrets: a.secrets, copies: a.copies.clone(), epochs: a.epochs, layers: a.layers, neurons: a.neurons.clone(), edit: a.edit, memorized_exposure: a.memorized_exposure, seed: a.seed, ..SecretsOptions::default() };
     let pb = crate::train::progress_bar(0, "train");
-    let r = secrets::run(dev, &o, &pb)?;
+    let r = secrets::run(dev, &o, Some(&a.out.join("model")), &pb)?;
     pb.finish_and_clear();
     let memorized = r.memorized.iter().filter(|&&m| m).count();
     println!("{} secrets planted ({:?} copies), {memorized} memorized (per-digit exposure > {}); trained in {:.0} s, DEPN in {:.1} s", r.secrets.len(), o.copies, o.memorized_exposure, r.train_seconds, r.depn_seconds);
@@ -178,7 +178,7 @@ fn secrets_experiment<B: Backend>(dev: &Arc<Device<B>>, a: &SecretsArgs) -> Resu
     std::fs::create_dir_all(&a.out).map_err(|e| crate::error::Error::io(&a.out, e))?;
     super::write_json(&a.out.join("report.json"), &r)?;
     write_atomic(a.out.join("exposure.csv"), csv.as_bytes())?;
-    println!("wrote {}", a.out.display());
+    println!("wrote {} (the trained model in model/: `memsieve localize --model {0}/model --method depn …`, `memsieve edit … --secrets {0}/report.json`)", a.out.display());
     Ok(())
 }
 

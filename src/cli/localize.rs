@@ -13,6 +13,7 @@ use crate::backend::{Backend, Device};
 use crate::checkpoint;
 use crate::data::TokenMatrix;
 use crate::error::{Error, Result};
+use crate::experiment::secrets;
 use crate::metrics::MemWindow;
 use crate::model::Model;
 use clap::{Args, ValueEnum};
@@ -249,6 +250,9 @@ pub struct EditArgs {
     pub data: Option<PathBuf>,
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
+    /// Also report the exposure of planted secrets: the report.json of `memsieve experiment secrets`.
+    #[arg(long)]
+    pub secrets: Option<PathBuf>,
 }
 
 pub fn edit(ctx: &Context, a: EditArgs) -> Result<()> {
@@ -283,19 +287,28 @@ fn edit_on<B: Backend>(dev: &Arc<Device<B>>, a: &EditArgs) -> Result<()> {
         NeuronScores::new(nl, w, f.scores.concat())?.top_k_per_layer(k)
     };
     let data = super::load_eval_data(&a.model, a.data.as_deref(), &cfg)?;
+    let secrets = a.secrets.as_deref().map(|p| secrets::read_secrets(p, cfg.vocab_size)).transpose()?;
     let evaluate = |params: &[f32]| -> Result<serde_json::Value> {
         let mut m = Model::from_params(dev.clone(), cfg.clone(), params)?;
-        Ok(match &data {
+        let mut v = match &data {
             EvalData::Math(d) => serde_json::to_value(report::evaluate(&mut m, d, &MemWindow { batch: a.batch, ..MemWindow::tinymem() }, a.batch)?).unwrap(),
             EvalData::Rows(r) => serde_json::to_value(report::evaluate_tokens(&mut m, r, a.batch)?).unwrap(),
-        })
+        };
+        if let Some(s) = &secrets {
+            let e = secrets::exposures(&mut m, s, &secrets::SecretsOptions::default())?;
+            let n = e.len() as f64;
+            v["exposure_per_digit"] = serde_json::json!(e.iter().map(|x| x.per_digit).sum::<f64>() / n);
+            v["exposure_secret_sharer"] = serde_json::json!(e.iter().map(|x| x.secret_sharer).sum::<f64>() / n);
+            v["exposures"] = serde_json::to_value(&e).unwrap();
+        }
+        Ok(v)
     };
     let before = evaluate(&params)?;
     zero_neurons(&mut params, &cfg, &neurons, a.mode)?;
     let after = evaluate(&params)?;
     println!("edited {} neurons ({:?}, from {:?} scores)", neurons.len(), a.mode, f.method);
     println!("{:<22} {:>12} {:>12}", "", "before", "after");
-    for (key, label, pct) in [("memorized_percent", "% memorized", false), ("accuracy", "accuracy %", true), ("perplexity", "perplexity", false), ("loss", "loss", false)] {
+    for (key, label, pct) in [("memorized_percent", "% memorized", false), ("accuracy", "accuracy %", true), ("perplexity", "perplexity", false), ("loss", "loss", false), ("exposure_per_digit", "exposure (per-digit)", false), ("exposure_secret_sharer", "exposure (sharer)", false)] {
         if let (Some(b), Some(af)) = (before[key].as_f64(), after[key].as_f64()) {
             let s = if pct { 100.0 } else { 1.0 };
             println!("{label:<22} {:>12.3} {:>12.3}", b * s, af * s);

@@ -72,7 +72,7 @@ impl Default for SecretsOptions {
 }
 
 /// One planted secret.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Secret {
     pub copies: usize,
     pub context: Vec<u32>,
@@ -107,6 +107,18 @@ pub struct SecretsReport {
     pub edits: Vec<EditRow>,
     pub depn_seconds: f64,
     pub train_seconds: f64,
+}
+
+/// The planted secrets of a `memsieve experiment secrets` report.json.
+pub fn read_secrets(path: &std::path::Path, vocab: usize) -> Result<Vec<Secret>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let secrets: Vec<Secret> = serde_json::from_value(v["secrets"].clone())
+        .map_err(|e| Error::Input(format!("{} has no planted secrets (a report.json of `memsieve experiment secrets`): {e}", path.display())))?;
+    if secrets.is_empty() || secrets.iter().any(|s| s.context.is_empty() || s.digits.is_empty() || s.digits.iter().any(|&d| d as usize >= DIGITS) || s.context.iter().any(|&t| t as usize >= vocab)) {
+        return Err(Error::Input(format!("{}: secrets must have a context in the vocabulary and digits 0–9", path.display())));
+    }
+    Ok(secrets)
 }
 
 /// Secret rows: BOS, the context, the digits, EOS, then padding to `t`.
@@ -147,8 +159,8 @@ fn digit_logp(logits: &[f32]) -> Vec<f64> {
     d.iter().map(|x| x - lse).collect()
 }
 
-/// Exposure of every secret under `model`.
-fn exposures<B: Backend>(model: &mut Model<B>, secrets: &[Secret], o: &SecretsOptions) -> Result<Vec<Exposure>> {
+/// Exposure of every secret under `model` (`o` gives the rank budget, samples and seed).
+pub fn exposures<B: Backend>(model: &mut Model<B>, secrets: &[Secret], o: &SecretsOptions) -> Result<Vec<Exposure>> {
     let v = model.cfg.vocab_size;
     let mut out = Vec::with_capacity(secrets.len());
     for s in secrets {
@@ -203,13 +215,16 @@ fn candidate_px<B: Backend>(model: &mut Model<B>, s: &Secret, cands: &[Vec<usize
     Ok(out)
 }
 
-pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &SecretsOptions, pb: &indicatif::ProgressBar) -> Result<SecretsReport> {
+/// Plant, train (saving the trained model and its clean data description into `save`, if given, so
+/// `memsieve edit --secrets` can take it up), measure, locate, edit, measure again.
+pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &SecretsOptions, save: Option<&std::path::Path>, pb: &indicatif::ProgressBar) -> Result<SecretsReport> {
     // The small demo preset's clean data (no noised rows), plus the planted secrets.
     let mut dargs = preset_args(Preset::Small, Default::default()).data;
     dargs.num_noise = 0;
     dargs.duplicate = false;
     dargs.data_seed = o.seed;
-    let data = MathDataset::generate(&dargs.config()?)?;
+    let dcfg = dargs.config()?;
+    let data = MathDataset::generate(&dcfg)?;
     let t = data.train.cols;
     let secrets = plant(o, t)?;
     let mut rows = data.train.clone();
@@ -231,6 +246,10 @@ pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &SecretsOptions, pb: &indicatif:
     let t0 = std::time::Instant::now();
     run_schedule(&mut model, &sched, &|_, tokens| lm_targets_with_padding(tokens, t), pb, &mut |_, _| Ok(()))?;
     let train_seconds = t0.elapsed().as_secs_f64();
+    if let Some(dir) = save {
+        crate::checkpoint::save_model(dir, &cfg, &model.download_params(), &[("memsieve_experiment", "secrets")])?;
+        crate::cli::write_json(&dir.join("data.json"), &dcfg)?;
+    }
 
     let before = EditRow { method: "none".into(), neurons: 0, exposures: exposures(&mut model, &secrets, o)?, quality: quality(&mut model, clean_test, 256)? };
     let memorized: Vec<bool> = before.exposures.iter().map(|e| e.per_digit > o.memorized_exposure).collect();
