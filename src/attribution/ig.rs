@@ -94,6 +94,7 @@ fn check_queries(queries: &[Query], layers: &[usize], b: usize, t: usize, vocab:
 /// Integrated gradients of every queried prediction with respect to the MLP post-activations of each
 /// layer in `layers` (scaled one layer at a time, as both references do). `tokens` is [b, t].
 /// `progress(done, total)` counts launches.
+#[allow(clippy::too_many_arguments)]
 pub fn integrated_gradients<B: Backend>(
     model: &mut Model<B>,
     tokens: &[u32],

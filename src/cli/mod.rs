@@ -197,6 +197,7 @@ pub fn info() -> Result<()> {
 
 /// What a model is evaluated on: a TinyMem data description (regenerated from its seed) or rows of a
 /// JSONL token file.
+#[allow(clippy::large_enum_variant)]
 pub enum EvalData {
     Math(crate::data::MathDataset),
     Rows(crate::data::TokenMatrix),

@@ -134,6 +134,15 @@ pub fn split_members(pool: usize, seed: u64, split: usize) -> Vec<usize> {
     m
 }
 
+/// Causal-LM targets with padding targets included, as TinyMem trains.
+pub fn lm_targets_with_padding(tokens: &[u32], t: usize) -> Vec<u32> {
+    let mut tg = vec![IGNORE_TARGET; tokens.len()];
+    for (row, out) in tokens.chunks(t).zip(tg.chunks_mut(t)) {
+        out[..t - 1].copy_from_slice(&row[1..]);
+    }
+    tg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,13 +158,4 @@ mod tests {
         assert_ne!(a, split_members(100, 0, 2));
         assert_eq!(a, split_members(100, 0, 1));
     }
-}
-
-/// Causal-LM targets with padding targets included, as TinyMem trains.
-pub fn lm_targets_with_padding(tokens: &[u32], t: usize) -> Vec<u32> {
-    let mut tg = vec![IGNORE_TARGET; tokens.len()];
-    for (row, out) in tokens.chunks(t).zip(tg.chunks_mut(t)) {
-        out[..t - 1].copy_from_slice(&row[1..]);
-    }
-    tg
 }

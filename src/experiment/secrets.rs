@@ -186,7 +186,7 @@ pub fn exposures<B: Backend>(model: &mut Model<B>, secrets: &[Secret], o: &Secre
         let (secret_sharer, exact) = match exact_rank(&truth, DIGITS, o.rank_budget, &mut next)? {
             Some(rank) => (exposure_of_rank(rank, DIGITS, truth.len()), true),
             None => {
-                let secret_px = candidate_px(model, s, &[truth.clone()])?[0];
+                let secret_px = candidate_px(model, s, std::slice::from_ref(&truth))?[0];
                 let mut rng = Stream::new(o.seed, purpose::MISC, 0xca4d);
                 let cands: Vec<Vec<usize>> = (0..o.samples).map(|_| (0..truth.len()).map(|_| rng.below(DIGITS as u64) as usize).collect()).collect();
                 let px = candidate_px(model, s, &cands)?;

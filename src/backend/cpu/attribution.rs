@@ -28,6 +28,7 @@ fn locate(index: u32, t_ctx: usize) -> (usize, usize) {
 }
 
 /// Key (which = 1) or value (which = 2) of head h at context row `row`, or the row's own when u = t.
+#[allow(clippy::too_many_arguments)]
 #[inline]
 fn kv<'a>(ctx: &'a [f32], own: &'a [f32], base: usize, u: usize, t: usize, which: usize, h: usize, c: usize, hs: usize) -> &'a [f32] {
     if u == t {
@@ -37,6 +38,7 @@ fn kv<'a>(ctx: &'a [f32], own: &'a [f32], base: usize, u: usize, t: usize, which
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn row_forward(out: V, att: V, qkv: V, ctx: V, index: V, n: usize, t_ctx: usize, c: usize, nh: usize) {
     let hs = c / nh;
     let scale = 1.0 / (hs as f32).sqrt();
@@ -64,6 +66,7 @@ pub fn row_forward(out: V, att: V, qkv: V, ctx: V, index: V, n: usize, t_ctx: us
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn row_backward(dqkv: V, dout: V, qkv: V, ctx: V, att: V, index: V, n: usize, t_ctx: usize, c: usize, nh: usize) {
     let hs = c / nh;
     let scale = 1.0 / (hs as f32).sqrt();
@@ -89,9 +92,9 @@ pub fn row_backward(dqkv: V, dout: V, qkv: V, ctx: V, att: V, index: V, n: usize
                 let (dq, rest) = d.split_at_mut(c);
                 let (dk, dv) = rest.split_at_mut(c);
                 let dq = &mut dq[h * hs..(h + 1) * hs];
-                for u in 0..=t {
+                for (u, &dsu) in ds[..=t].iter().enumerate() {
                     for (x, kd) in dq.iter_mut().zip(kv(ctx, own, base, u, t, 1, h, c, hs)) {
-                        *x = ds[u].mul_add(*kd, *x);
+                        *x = dsu.mul_add(*kd, *x);
                     }
                 }
                 let q = &own[h * hs..][..hs];
