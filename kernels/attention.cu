@@ -44,20 +44,7 @@ extern "C" __global__ void attention_forward(float* out, float* att, const float
     dot_rows_tiled(s, q, base + c + h * hs, 3LL * c, tq + 1, hs, 1.0f / sqrtf((float)hs), tile);
     float mx = NEG_INF;
     for (int j = threadIdx.x; j <= tq; j += blockDim.x) mx = fmaxf(mx, s[j]);
-    mx = block_max(mx, red);
-    float sum = 0.0f;
-    for (int j = threadIdx.x; j <= tq; j += blockDim.x) {
-        float e = expf(s[j] - mx);
-        s[j] = e;
-        sum += e;
-    }
-    const float inv = 1.0f / block_sum(sum, red);
-    float* arow = att + ((long long)bh * t + tq) * t;
-    for (int j = threadIdx.x; j < t; j += blockDim.x) {
-        float p = j <= tq ? s[j] * inv : 0.0f;
-        if (j <= tq) s[j] = p;
-        arow[j] = p;
-    }
+    block_softmax_store(s, tq, t, mx, red, att + ((long long)bh * t + tq) * t);
     __syncthreads();
     // Threads over the head's channels: each step reads one contiguous v row (coalesced).
     for (int d = threadIdx.x; d < hs; d += blockDim.x) {

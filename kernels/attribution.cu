@@ -59,20 +59,7 @@ extern "C" __global__ void attention_row_forward(float* out, float* att, const f
         s[u] = dot;
         mx = fmaxf(mx, dot);
     }
-    mx = block_max(mx, red);
-    float sum = 0.0f;
-    for (int u = threadIdx.x; u <= t; u += blockDim.x) {
-        float e = expf(s[u] - mx);
-        s[u] = e;
-        sum += e;
-    }
-    const float inv = 1.0f / block_sum(sum, red);
-    float* arow = att + x.rh * t_ctx;
-    for (int u = threadIdx.x; u < t_ctx; u += blockDim.x) {
-        float pu = u <= t ? s[u] * inv : 0.0f;
-        if (u <= t) s[u] = pu;
-        arow[u] = pu;
-    }
+    block_softmax_store(s, t, t_ctx, mx, red, att + x.rh * t_ctx);
     __syncthreads();
     for (int d = threadIdx.x; d < hs; d += blockDim.x) {
         float y = 0.0f;

@@ -44,6 +44,25 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return warp_max(lane < warps ? scratch[lane] : NEG_INF);
 }
 
+// Row softmax across the block: s[0..=last] holds scores and mx this thread's partial max of them.
+// Leaves the probabilities in s[0..=last] and writes them to row[0..width), 0 past `last` (the
+// causal convention every attention kernel stores).
+__device__ __forceinline__ void block_softmax_store(float* s, int last, int width, float mx, float* red, float* row) {
+    mx = block_max(mx, red);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j <= last; j += blockDim.x) {
+        float e = expf(s[j] - mx);
+        s[j] = e;
+        sum += e;
+    }
+    const float inv = 1.0f / block_sum(sum, red);
+    for (int j = threadIdx.x; j < width; j += blockDim.x) {
+        float p = j <= last ? s[j] * inv : 0.0f;
+        if (j <= last) s[j] = p;
+        row[j] = p;
+    }
+}
+
 // Global index of this thread in a 1-D launch, 64-bit so B·T·V-sized tensors cannot overflow.
 __device__ __forceinline__ long long global_index() {
     return (long long)blockIdx.x * blockDim.x + threadIdx.x;
