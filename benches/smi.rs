@@ -4,6 +4,11 @@
 //! benches/baselines/smi_baseline.py, which times `psmi` and scikit-learn on the same data.
 //!
 //! cargo bench --bench smi -- [--n 4000] [--d 1024] [--k 1000] [--classes 4] [--reps 3] [--dump DIR]
+//!     [--only ksg] [--ksg-save MI.npy | --ksg-check MI.npy]
+//!
+//! `--only ksg` times just the KSG stage (the projection it reads is computed untimed).
+//! `--ksg-save` writes the K slice MIs; `--ksg-check` compares them bit for bit with a saved file
+//! and exits non-zero on any difference (guarding KSG optimisations).
 
 use memsieve::rng::{purpose, Stream};
 use memsieve::smi::ksg::ksg_mi_matrix;
@@ -27,13 +32,19 @@ fn main() {
     let c: usize = arg("--classes", "4").parse().unwrap();
     let reps: usize = arg("--reps", "3").parse().unwrap();
     let threads = rayon::current_num_threads();
+    let path_arg = |name: &str| std::env::args().position(|a| a == name).and_then(|i| std::env::args().nth(i + 1));
+    let only_ksg = match arg("--only", "all").as_str() {
+        "all" => false,
+        "ksg" => true,
+        other => panic!("--only takes ksg, not {other}"),
+    };
 
     // Gaussian classes with small mean shifts (weakly informative, like hidden states).
     let mut rng = Stream::new(11, purpose::MISC, 0);
     let centres: Vec<f32> = (0..c * d).map(|_| 0.05 * rng.normal() as f32).collect();
     let labels: Vec<i64> = (0..n).map(|_| rng.below(c as u64) as i64).collect();
     let x: Vec<f32> = (0..n * d).map(|i| centres[labels[i / d] as usize * d + i % d] + rng.normal() as f32).collect();
-    if let Some(dir) = std::env::args().position(|a| a == "--dump").and_then(|i| std::env::args().nth(i + 1)) {
+    if let Some(dir) = path_arg("--dump") {
         let dir = std::path::Path::new(&dir);
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         memsieve::smi::npy::write_f64(dir.join("x.npy"), &x64, &[n, d]).unwrap();
@@ -47,46 +58,73 @@ fn main() {
         println!("{{\"impl\":\"memsieve-cpu\",\"workload\":\"{workload}\",\"n\":{n},\"d\":{d},\"k\":{k},\"classes\":{c},\"threads\":{threads},\"seconds\":{secs:.4}}}");
     };
 
-    let gemm = time(reps, || {
-        black_box(project(&x, n, d, &thetas, k).unwrap());
-    });
-    line("projection_f32", gemm);
-    let xb = Bf16Matrix::from_f32(&x, n, d).unwrap();
-    let gemm_bf16 = time(reps, || {
-        let packed = pack_directions(&thetas, k, d).unwrap();
-        let mut p = vec![0f32; n * k];
-        project_bf16_into(&xb, &packed, k, &mut p, k, 0).unwrap();
-        black_box(p);
-    });
-    line(if project_bf16::native() { "projection_bf16_avx512" } else { "projection_bf16_portable" }, gemm_bf16);
-    let mut s32 = None;
-    let psmi32 = time(reps, || {
-        s32 = Some(psmi(&x, n, d, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap());
-    });
-    line("psmi_f32", psmi32);
-    let mut sb = None;
-    let psmib = time(reps, || {
-        // End to end from f32 features: the bf16 rounding of X is part of the cost.
+    let gemm = if only_ksg {
+        None
+    } else {
+        let gemm = time(reps, || {
+            black_box(project(&x, n, d, &thetas, k).unwrap());
+        });
+        line("projection_f32", gemm);
         let xb = Bf16Matrix::from_f32(&x, n, d).unwrap();
-        sb = Some(psmi_of(&xb, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap());
-    });
-    line("psmi_bf16", psmib);
-    let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let psmi64 = time(reps, || {
-        black_box(psmi(&x64, n, d, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap());
-    });
-    line("psmi_f64", psmi64);
-    let s64 = psmi(&x64, n, d, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap();
-    let (s32, sb) = (s32.unwrap(), sb.unwrap());
-    score_effect("f32", &s32, &s64);
-    score_effect("bf16", &sb, &s64);
+        let gemm_bf16 = time(reps, || {
+            let packed = pack_directions(&thetas, k, d).unwrap();
+            let mut p = vec![0f32; n * k];
+            project_bf16_into(&xb, &packed, k, &mut p, k, 0).unwrap();
+            black_box(p);
+        });
+        line(if project_bf16::native() { "projection_bf16_avx512" } else { "projection_bf16_portable" }, gemm_bf16);
+        let mut s32 = None;
+        let psmi32 = time(reps, || {
+            s32 = Some(psmi(&x, n, d, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap());
+        });
+        line("psmi_f32", psmi32);
+        let mut sb = None;
+        let psmib = time(reps, || {
+            // End to end from f32 features: the bf16 rounding of X is part of the cost.
+            let xb = Bf16Matrix::from_f32(&x, n, d).unwrap();
+            sb = Some(psmi_of(&xb, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap());
+        });
+        line("psmi_bf16", psmib);
+        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let psmi64 = time(reps, || {
+            black_box(psmi(&x64, n, d, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap());
+        });
+        line("psmi_f64", psmi64);
+        let s64 = psmi(&x64, n, d, &classes, &dirs, k, &PsmiOptions::default(), &none).unwrap();
+        let (s32, sb) = (s32.unwrap(), sb.unwrap());
+        score_effect("f32", &s32, &s64);
+        score_effect("bf16", &sb, &s64);
+        eprintln!("psmi_bf16 / projection_f32 = {:.2}, psmi_bf16 / psmi_f32 = {:.2}", psmib / gemm, psmib / psmi32);
+        eprintln!("psmi_f32 / projection_f32 = {:.2}", psmi32 / gemm);
+        Some(gemm)
+    };
     let p = project(&x, n, d, &thetas, k).unwrap();
+    let mut mi = Vec::new();
+    // CPU seconds too (median over reps): on a shared host they move far less than wall time.
+    let mut cpu = Vec::new();
     let ksg = time(reps, || {
-        black_box(ksg_mi_matrix(&p, n, k, &classes, &KsgOptions::default()).unwrap());
+        let c0 = common::cpu_seconds();
+        mi = ksg_mi_matrix(&p, n, k, &classes, &KsgOptions::default()).unwrap();
+        cpu.push(common::cpu_seconds() - c0);
     });
+    cpu.sort_by(f64::total_cmp);
     line("ksg_all_slices", ksg);
-    eprintln!("psmi_bf16 / projection_f32 = {:.2}, psmi_bf16 / psmi_f32 = {:.2}", psmib / gemm, psmib / psmi32);
-    eprintln!("psmi_f32 / projection_f32 = {:.2}; ksg per slice {:.3} ms", psmi32 / gemm, ksg / k as f64 * 1e3);
+    eprintln!("ksg cpu seconds (all threads, median) {:.4}", cpu[cpu.len() / 2]);
+    eprintln!("ksg per slice {:.3} ms{}", ksg / k as f64 * 1e3, gemm.map_or(String::new(), |g| format!(", ksg / projection_f32 = {:.3}", ksg / g)));
+    if let Some(path) = path_arg("--ksg-save") {
+        memsieve::smi::npy::write_f64(&path, &mi, &[k]).unwrap();
+    }
+    if let Some(path) = path_arg("--ksg-check") {
+        let (saved, shape) = memsieve::smi::npy::read_f64(&path).unwrap();
+        assert_eq!(shape, [k], "{path}: saved for another K");
+        let differ: Vec<usize> = (0..k).filter(|&j| saved[j].to_bits() != mi[j].to_bits()).collect();
+        if !differ.is_empty() {
+            let j = differ[0];
+            eprintln!("KSG MI differs from {path} on {} of {k} slices (first: slice {j}, {} vs saved {})", differ.len(), mi[j], saved[j]);
+            std::process::exit(1);
+        }
+        eprintln!("KSG MI bit-identical to {path} ({k} slices)");
+    }
 }
 
 /// How far a precision's scores are from the f64 reference: mean PSMI error, the flagged set of the

@@ -89,34 +89,6 @@ fn brute_distance(a: f64, b: f64) -> f64 {
     ((-2.0 * a * b + a * a) + b * b).max(0.0).sqrt()
 }
 
-/// k-th nearest distance (1-based) of the element at position q of an ascending class array,
-/// merging the left and right neighbour distances (both increase away from q).
-fn kth_sorted_distance(sorted: &[f64], q: usize, k: usize) -> f64 {
-    let x = sorted[q];
-    let (mut left, mut right) = (q, q + 1);
-    let mut r = 0.0;
-    for _ in 0..k {
-        let dl = if left > 0 { Some(x - sorted[left - 1]) } else { None };
-        let dr = sorted.get(right).map(|&v| v - x);
-        r = match (dl, dr) {
-            (Some(a), Some(b)) if a <= b => {
-                left -= 1;
-                a
-            }
-            (Some(a), None) => {
-                left -= 1;
-                a
-            }
-            (_, Some(b)) => {
-                right += 1;
-                b
-            }
-            (None, None) => unreachable!("k < class size"),
-        };
-    }
-    r
-}
-
 /// k-th nearest distance of sorted[q] by scikit-learn's brute-force formula (small classes).
 fn kth_brute_distance(sorted: &[f64], q: usize, k: usize) -> f64 {
     let mut d: Vec<f64> = sorted.iter().enumerate().filter(|&(i, _)| i != q).map(|(_, &v)| brute_distance(sorted[q], v)).collect();
@@ -212,37 +184,97 @@ fn sort_packed(items: &mut Vec<u64>, scratch: &mut Vec<u64>) {
     }
 }
 
-/// Buffers of [`ksg_mi_1d_keyed`], reused across the columns of a tile.
+/// Sentinels on each side of the global array, a whole chunk of the ball counts: they end every
+/// count, so the chunked reads need no bounds tests.
+const LANES: usize = 8;
+
+/// Buffers of [`ksg_mi_1d_in`], reused across the columns of a tile.
 #[derive(Default)]
 struct Workspace {
+    squares: Vec<f64>,
     packed: Vec<u64>,
     packed_scratch: Vec<u64>,
+    pairs: Vec<(u64, u32)>,
     /// Sample indices in global (value) order.
     order: Vec<u32>,
+    /// Values in global order, between LANES −∞ and LANES +∞.
     global: Vec<f64>,
+    /// Each class's values ascending, between k −∞ and k +∞, and their positions in `global`.
     class_vals: Vec<f64>,
     class_gpos: Vec<u32>,
-    squares: Vec<f64>,
+    /// Start of each class's values in `class_vals`, and the next free slot while filling.
+    start: Vec<usize>,
+    fill: Vec<usize>,
 }
 
-/// Largest c ≤ len with pred(1), …, pred(c) all true, for pred true-then-false: galloping, so the
-/// cost is O(log c), and c (the ball count) is small next to n.
+/// k-th nearest distance (1-based) of vals[q] in an ascending class array with at least k −∞
+/// before and k +∞ after: the k-th smallest of the left distances L_1 ≤ L_2 ≤ … and the right ones
+/// R_1 ≤ R_2 ≤ … is min over a + b = k of max(L_a, R_b) (L_0 = R_0 = 0). Branch-free, and the same
+/// value as merging both sides (the sentinels' distances are +∞).
 #[inline]
-fn gallop(len: usize, pred: impl Fn(usize) -> bool) -> usize {
-    let mut hi = 1;
-    while hi <= len && pred(hi) {
-        hi *= 2;
+fn kth_padded_distance(vals: &[f64], q: usize, k: usize) -> f64 {
+    let x = vals[q];
+    let mut d = vals[q + k] - x;
+    for a in 1..=k {
+        let left = x - vals[q - a];
+        let split = if a == k { left } else { left.max_plain(vals[q + k - a] - x) };
+        d = d.min_plain(split);
     }
-    let (mut lo, mut hi) = (hi / 2, hi.min(len + 1));
-    while hi - lo > 1 {
-        let mid = (lo + hi) / 2;
-        if pred(mid) {
-            lo = mid;
+    d
+}
+
+/// max/min without the NaN rules of f64::max (the values here are never NaN): one instruction.
+trait PlainMinMax {
+    fn max_plain(self, other: Self) -> Self;
+    fn min_plain(self, other: Self) -> Self;
+}
+
+impl PlainMinMax for f64 {
+    #[inline]
+    fn max_plain(self, other: f64) -> f64 {
+        if self > other {
+            self
         } else {
-            hi = mid;
+            other
         }
     }
-    lo
+    #[inline]
+    fn min_plain(self, other: f64) -> f64 {
+        if self < other {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+/// Samples j < g of the padded ascending `global` with x − global[j] ≤ r, counted a chunk at a
+/// time: the predicate holds on a run ending at g − 1, so a chunk that is not all true ends it.
+#[inline]
+fn count_left(global: &[f64], g: usize, x: f64, r: f64) -> usize {
+    let mut c = 0;
+    loop {
+        let chunk: &[f64; LANES] = global[g - c - LANES..g - c].try_into().expect("chunk");
+        let m = chunk.iter().filter(|&&v| x - v <= r).count();
+        c += m;
+        if m < LANES {
+            return c;
+        }
+    }
+}
+
+/// Samples j > g with global[j] − x ≤ r (the mirror of [`count_left`]).
+#[inline]
+fn count_right(global: &[f64], g: usize, x: f64, r: f64) -> usize {
+    let mut c = 0;
+    loop {
+        let chunk: &[f64; LANES] = global[g + 1 + c..g + 1 + c + LANES].try_into().expect("chunk");
+        let m = chunk.iter().filter(|&&v| v - x <= r).count();
+        c += m;
+        if m < LANES {
+            return c;
+        }
+    }
 }
 
 /// 1-D KSG/Ross MI (nats) of one already scaled (and possibly jittered) column against the labels.
@@ -251,76 +283,81 @@ fn gallop(len: usize, pred: impl Fn(usize) -> bool) -> usize {
 ///
 /// One sort per slice: the global order, then a stable counting pass by class gives each class's
 /// sorted values and every element's global position, so radii come from neighbours in the class
-/// array and counts from galloping outwards in the global array with the exact predicate
+/// array and counts from scanning outwards in the global array with the exact predicate
 /// |x_j − x_i| ≤ r_i.
 pub fn ksg_mi_1d(x: &[f64], classes: &Classes, k: usize, brute_quirk: bool) -> f64 {
-    ksg_mi_1d_keyed(x, None, classes, k, brute_quirk)
+    ksg_mi_1d_in(&mut Workspace::default(), x, |i| order_key(x[i]), false, classes, k, brute_quirk)
 }
 
-/// [`ksg_mi_1d`] with sort keys supplied: any keys ordered like `x` (ties included). Keys of the
-/// unscaled f32 projections have 32 significant bits, so the radix sort makes 3 passes instead of 6.
-pub fn ksg_mi_1d_keyed(x: &[f64], keys: Option<&[u64]>, classes: &Classes, k: usize, brute_quirk: bool) -> f64 {
-    ksg_mi_1d_in(&mut Workspace::default(), x, keys, classes, k, brute_quirk)
-}
-
-fn ksg_mi_1d_in(ws: &mut Workspace, x: &[f64], keys: Option<&[u64]>, classes: &Classes, k: usize, brute_quirk: bool) -> f64 {
-    let counts = &classes.counts;
-    let kept_samples = (0..x.len()).filter(|&i| counts[classes.of_sample[i] as usize] >= 2);
+/// [`ksg_mi_1d`] with sort keys `key(i)` ordered like `x` (ties included). Keys of the unscaled f32
+/// projections have 32 significant bits (`narrow`): packed with the index, the radix sort makes 3
+/// passes over single words instead of 6 over pairs.
+fn ksg_mi_1d_in(ws: &mut Workspace, x: &[f64], key: impl Fn(usize) -> u64, narrow: bool, classes: &Classes, k: usize, brute_quirk: bool) -> f64 {
+    let (counts, of_sample) = (&classes.counts, &classes.of_sample);
+    let all_kept = counts.iter().all(|&nc| nc != 1);
+    let kept_samples = (0..x.len()).filter(|&i| all_kept || counts[of_sample[i] as usize] >= 2);
     ws.order.clear();
-    match keys {
-        // 32-bit keys (f32 projections): packed with the index into one word.
-        Some(ks) if ks.iter().all(|&key| key >> 32 == 0) => {
-            ws.packed.clear();
-            ws.packed.extend(kept_samples.map(|i| ks[i] << 32 | i as u64));
-            sort_packed(&mut ws.packed, &mut ws.packed_scratch);
-            ws.order.extend(ws.packed.iter().map(|&item| item as u32));
-        }
-        _ => {
-            let key = |i: usize| keys.map_or_else(|| order_key(x[i]), |ks| ks[i]);
-            let mut pairs: Vec<(u64, u32)> = kept_samples.map(|i| (key(i), i as u32)).collect();
-            sort_pairs(&mut pairs);
-            ws.order.extend(pairs.iter().map(|&(_, i)| i));
-        }
+    if narrow {
+        ws.packed.clear();
+        ws.packed.extend(kept_samples.map(|i| key(i) << 32 | i as u64));
+        sort_packed(&mut ws.packed, &mut ws.packed_scratch);
+        ws.order.extend(ws.packed.iter().map(|&item| item as u32));
+    } else {
+        ws.pairs.clear();
+        ws.pairs.extend(kept_samples.map(|i| (key(i), i as u32)));
+        sort_pairs(&mut ws.pairs);
+        ws.order.extend(ws.pairs.iter().map(|&(_, i)| i));
     }
-    let order = &ws.order;
-    let kept = order.len();
+    let kept = ws.order.len();
     if kept == 0 {
         return 0.0;
     }
-    ws.global.clear();
-    ws.global.extend(order.iter().map(|&i| x[i as usize]));
-    let global = &ws.global;
-    // Class segments of the class-sorted array.
-    let mut start = vec![0usize; counts.len() + 1];
-    for (c, &nc) in counts.iter().enumerate() {
-        start[c + 1] = start[c] + if nc >= 2 { nc } else { 0 };
+    // Class segments, each between k sentinels (k_c ≤ k).
+    ws.start.clear();
+    let mut len = 0;
+    for &nc in counts {
+        ws.start.push(len + k);
+        len += 2 * k + if nc >= 2 { nc } else { 0 };
     }
-    let mut fill = start.clone();
-    let (class_vals, class_gpos) = (&mut ws.class_vals, &mut ws.class_gpos);
-    class_vals.resize(kept, 0.0);
-    class_gpos.resize(kept, 0);
-    for (g, &i) in order.iter().enumerate() {
-        let c = classes.of_sample[i as usize] as usize;
-        class_vals[fill[c]] = global[g];
-        class_gpos[fill[c]] = g as u32;
-        fill[c] += 1;
+    let class_vals = &mut ws.class_vals;
+    class_vals.clear();
+    class_vals.resize(len, f64::NEG_INFINITY);
+    ws.class_gpos.resize(len, 0);
+    for (c, &nc) in counts.iter().enumerate().filter(|&(_, &nc)| nc >= 2) {
+        let s = ws.start[c] + nc;
+        class_vals[s..s + k].fill(f64::INFINITY);
     }
+    let global = &mut ws.global;
+    global.clear();
+    global.resize(kept + 2 * LANES, f64::NEG_INFINITY);
+    global[LANES + kept..].fill(f64::INFINITY);
+    ws.fill.clone_from(&ws.start);
+    for (g, &i) in ws.order.iter().enumerate() {
+        let v = x[i as usize];
+        global[LANES + g] = v;
+        let slot = &mut ws.fill[of_sample[i as usize] as usize];
+        class_vals[*slot] = v;
+        ws.class_gpos[*slot] = (LANES + g) as u32;
+        *slot += 1;
+    }
+    let (global, class_vals) = (&ws.global, &ws.class_vals);
     let (mut sum_psi_k, mut sum_psi_nc, mut sum_psi_m) = (0f64, 0f64, 0f64);
     for (c, &nc) in counts.iter().enumerate() {
         if nc < 2 {
             continue;
         }
-        let vals = &class_vals[start[c]..start[c + 1]];
+        let s = ws.start[c];
         let kc = k.min(nc - 1);
         let brute = brute_quirk && kc >= nc / 2;
         sum_psi_k += nc as f64 * digamma_int(kc as u64);
         sum_psi_nc += nc as f64 * digamma_int(nc as u64);
-        for (q, &xi) in vals.iter().enumerate() {
-            let r = next_toward_zero(if brute { kth_brute_distance(vals, q, kc) } else { kth_sorted_distance(vals, q, kc) });
-            let g = class_gpos[start[c] + q] as usize;
-            let left = gallop(g, |o| (xi - global[g - o]).abs() <= r);
-            let right = gallop(kept - 1 - g, |o| (global[g + o] - xi).abs() <= r);
-            sum_psi_m += digamma_int((1 + left + right) as u64);
+        for q in s..s + nc {
+            let xi = class_vals[q];
+            let d = if brute { kth_brute_distance(&class_vals[s..s + nc], q - s, kc) } else { kth_padded_distance(class_vals, q, kc) };
+            let r = next_toward_zero(d);
+            let g = ws.class_gpos[q] as usize;
+            let m = 1 + count_left(global, g, xi, r) + count_right(global, g, xi, r);
+            sum_psi_m += digamma_int(m as u64);
         }
     }
     let nk = kept as f64;
@@ -328,9 +365,9 @@ fn ksg_mi_1d_in(ws: &mut Workspace, x: &[f64], keys: Option<&[u64]>, classes: &C
     mi.max(0.0)
 }
 
-/// Columns per gather tile: reading P row by row, 32 contiguous values at a time, instead of one
-/// strided value per row per column.
-const TILE: usize = 32;
+/// Columns per gather tile: reading P row by row, a cache line of f32 at a time, into a
+/// column-major tile that stays in L2, instead of one strided value per row per column.
+const TILE: usize = 16;
 
 /// Per-slice KSG MI of the columns of an n × width projection block. `first_slice` is the block's
 /// global slice index (it selects the jitter columns).
@@ -344,36 +381,39 @@ pub fn ksg_mi_columns<T: ProjElem>(p: &[T], n: usize, width: usize, classes: &Cl
     if opts.sklearn_exact && jitter.is_none() {
         return Err(Error::Input("exact scikit-learn emulation needs the jitter matrix".into()));
     }
+    let k = opts.n_neighbors;
     let tiles: Vec<Vec<f64>> = (0..width.div_ceil(TILE))
         .into_par_iter()
-        .map(|t| {
-            let (j0, j1) = (t * TILE, ((t + 1) * TILE).min(width));
-            let w = j1 - j0;
-            let mut cols = vec![0f64; w * n];
-            // Scaling by a positive std keeps the order of the raw values, so without jitter they
-            // give the sort keys (narrower for f32).
-            let mut keys = if opts.sklearn_exact { Vec::new() } else { vec![0u64; w * n] };
-            for i in 0..n {
-                for (dj, v) in p[i * width + j0..i * width + j1].iter().enumerate() {
-                    cols[dj * n + i] = v.to_f64();
-                    if let Some(k) = keys.get_mut(dj * n + i) {
-                        *k = v.order_key();
+        .map_init(
+            || (Workspace::default(), Vec::<T>::new(), Vec::<f64>::new()),
+            |(ws, tile, x), t| {
+                let (j0, j1) = (t * TILE, ((t + 1) * TILE).min(width));
+                let w = j1 - j0;
+                tile.resize(w * n, T::default());
+                for i in 0..n {
+                    for (dj, &v) in p[i * width + j0..i * width + j1].iter().enumerate() {
+                        tile[dj * n + i] = v;
                     }
                 }
-            }
-            let mut ws = Workspace::default();
-            cols.chunks_mut(n)
-                .enumerate()
-                .map(|(dj, col)| {
-                    scale_column_in(col, &mut ws.squares);
-                    if let (true, Some(eps)) = (opts.sklearn_exact, jitter) {
-                        jitter_column(col, (0..n).map(|i| eps.at(i, first_slice + j0 + dj)));
-                    }
-                    let col_keys = (!keys.is_empty()).then(|| &keys[dj * n..(dj + 1) * n]);
-                    ksg_mi_1d_in(&mut ws, col, col_keys, classes, opts.n_neighbors, opts.sklearn_exact)
-                })
-                .collect()
-        })
+                tile.chunks(n)
+                    .enumerate()
+                    .map(|(dj, col)| {
+                        x.clear();
+                        x.extend(col.iter().map(|v| v.to_f64()));
+                        scale_column_in(x, &mut ws.squares);
+                        match (opts.sklearn_exact, jitter) {
+                            (true, Some(eps)) => {
+                                jitter_column(x, (0..n).map(|i| eps.at(i, first_slice + j0 + dj)));
+                                ksg_mi_1d_in(ws, x, |i| order_key(x[i]), false, classes, k, true)
+                            }
+                            // Scaling by a positive std keeps the order of the raw values, so
+                            // without jitter they give the sort keys (narrower for f32).
+                            _ => ksg_mi_1d_in(ws, x, |i| col[i].order_key(), T::NARROW_KEY, classes, k, false),
+                        }
+                    })
+                    .collect()
+            },
+        )
         .collect();
     Ok(tiles.concat())
 }
@@ -457,15 +497,6 @@ mod tests {
         }
         for (a, b) in [(-1.5f32, -0.5f32), (-0.0, 0.0), (0.0, 1e-30), (3.0, f32::MAX)] {
             assert!(a.order_key() < b.order_key(), "{a} < {b}");
-        }
-    }
-
-    #[test]
-    fn gallop_counts_leading_trues() {
-        for len in 0..40 {
-            for c in 0..=len {
-                assert_eq!(gallop(len, |o| o <= c), c);
-            }
         }
     }
 }

@@ -13,10 +13,13 @@ pub trait ProjElem: Copy + Send + Sync + Default + 'static {
     fn to_f64(self) -> f64;
     /// Order-preserving integer key (the KSG radix sort): f32 keys use the low 32 bits only.
     fn order_key(self) -> u64;
+    /// Whether `order_key` fits in 32 bits.
+    const NARROW_KEY: bool;
 }
 
 impl ProjElem for f32 {
     const ONE: Self = 1.0;
+    const NARROW_KEY: bool = true;
     fn from_f32(v: f32) -> Self {
         v
     }
@@ -31,6 +34,7 @@ impl ProjElem for f32 {
 
 impl ProjElem for f64 {
     const ONE: Self = 1.0;
+    const NARROW_KEY: bool = false;
     fn from_f32(v: f32) -> Self {
         v as f64
     }
