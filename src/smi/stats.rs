@@ -83,12 +83,15 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 /// ψ(m) for a positive integer m: the recurrence ψ(m+1) = ψ(m) + 1/m below 20, the asymptotic
 /// series above (truncation error < 2·10⁻¹³ there; smi.md §5).
 pub fn digamma_int(m: u64) -> f64 {
-    const TABLE: usize = 1 << 12;
+    digamma_table().get(m as usize).copied().unwrap_or_else(|| digamma_direct(m))
+}
+
+/// ψ(m) for 0 < m < 4096 (index 0 is NaN), for loops that look up many: [`digamma_int`] without
+/// the once-initialisation check per call.
+pub fn digamma_table() -> &'static [f64] {
+    const TABLE: u64 = 1 << 12;
     static SMALL: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
-    if (m as usize) < TABLE {
-        return SMALL.get_or_init(|| (0..TABLE as u64).map(|i| if i == 0 { f64::NAN } else { digamma_direct(i) }).collect())[m as usize];
-    }
-    digamma_direct(m)
+    SMALL.get_or_init(|| (0..TABLE).map(|i| if i == 0 { f64::NAN } else { digamma_direct(i) }).collect())
 }
 
 fn digamma_direct(m: u64) -> f64 {
