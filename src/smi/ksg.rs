@@ -542,4 +542,45 @@ mod tests {
             assert!(a.order_key() < b.order_key(), "{a} < {b}");
         }
     }
+
+    /// Ascending values with ties and ±0, between `pad` −∞ and `pad` +∞.
+    fn padded_sorted(n: usize, pad: usize, seed: u64) -> Vec<f64> {
+        let mut rng = crate::rng::Stream::new(seed, crate::rng::purpose::MISC, 0);
+        let mut v: Vec<f64> = (0..n).map(|i| if i % 6 == 0 { 0.5 } else if i % 11 == 0 { -0.0 } else { rng.normal() }).collect();
+        v.sort_by(f64::total_cmp);
+        let mut out = vec![f64::NEG_INFINITY; pad];
+        out.extend(v);
+        out.extend(std::iter::repeat_n(f64::INFINITY, pad));
+        out
+    }
+
+    #[test]
+    fn padded_kth_distance_is_the_kth_smallest() {
+        for n in [2usize, 3, 7, 40] {
+            for k in 1..n.min(6) {
+                let vals = padded_sorted(n, k, n as u64 * 10 + k as u64);
+                for q in k..k + n {
+                    let x = vals[q];
+                    let mut d: Vec<f64> = (k..k + n).filter(|&j| j != q).map(|j| if j < q { x - vals[j] } else { vals[j] - x }).collect();
+                    d.sort_by(f64::total_cmp);
+                    assert_eq!(kth_padded_distance(&vals, q, k).to_bits(), d[k - 1].to_bits(), "n {n} k {k} q {q}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_ball_counts_equal_plain_counts() {
+        for n in [1usize, 5, 8, 9, 17, 100] {
+            let global = padded_sorted(n, LANES, n as u64);
+            for g in LANES..LANES + n {
+                let x = global[g];
+                for r in [0.0, 1e-3, 0.3, 1.0, 1e300] {
+                    let left = (LANES..g).filter(|&j| x - global[j] <= r).count();
+                    let right = (g + 1..LANES + n).filter(|&j| global[j] - x <= r).count();
+                    assert_eq!((count_left(&global, g, x, r), count_right(&global, g, x, r)), (left, right), "n {n} g {g} r {r}");
+                }
+            }
+        }
+    }
 }
