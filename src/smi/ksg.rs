@@ -388,8 +388,9 @@ fn ksg_mi_1d_in(ws: &mut Workspace, x: &[f64], key: impl Fn(usize) -> u64, narro
     mi.max(0.0)
 }
 
-/// Columns per gather tile: reading P row by row, a cache line of f32 at a time, into a
-/// column-major tile that stays in L2, instead of one strided value per row per column.
+/// Columns per gather tile: reading P row by row, two cache lines of f32 at a time (prefetched),
+/// into a column-major tile (1.9 MB at n = 15000, read back a column at a time), instead of one
+/// strided value per row per column.
 const TILE: usize = 32;
 
 /// Rows the gather prefetches ahead: its stride (a whole row of P) defeats the hardware
