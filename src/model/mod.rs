@@ -511,7 +511,7 @@ impl<B: Backend> Model<B> {
         dev.exec(Op::Fill { dst: dev.view(grads), value: 0.0 });
         // d(logits) overwrites the probabilities in place.
         let dlogits = av(l.probs);
-        dev.exec(Op::CrossEntropyBackward { dlogits, probs: av(l.probs), targets: av(l.targets), scale: dloss, n, v });
+        dev.exec(Op::CrossEntropyBackward { dlogits, probs: av(l.probs), targets: av(l.targets), weights: None, scale: dloss, n, v });
         dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: Some(gv(Wte, 0)), dbias: None, dout: dlogits, inp: av(l.lnf), weight: pv(Wte, 0), n, c, oc: v, layout: WeightLayout::OutIn });
         dev.exec(Op::Fill { dst: dres, value: 0.0 });
         let top = av(l.residual(cfg.n_layer));

@@ -215,9 +215,15 @@ pub fn crossentropy<B: Backend>(p: &Pair<B>) {
         p.check(&format!("{what} losses"), &losses);
         p.check(&format!("{what} probs"), &probs);
         let dlogits = p.rand(n * v_);
-        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&dlogits), probs: v(&probs), targets: v(&targets), scale: 0.37, n, v: v_ });
+        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&dlogits), probs: v(&probs), targets: v(&targets), weights: None, scale: 0.37, n, v: v_ });
         p.check(&format!("{what} dlogits"), &dlogits);
-        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&probs), probs: v(&probs), targets: v(&targets), scale: 1.0, n, v: v_ });
+        // Signed per-row weights (BalancedSubnet/Greedy), one of them 0, from a view offset.
+        let mut wv = p.random(n + 2, 2.0);
+        wv[n / 2 + 2] = 0.0;
+        let weights = p.f32s(&wv);
+        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&dlogits), probs: v(&probs), targets: v(&targets), weights: Some(v(&weights).slice(2, n)), scale: 0.37, n, v: v_ });
+        p.check(&format!("{what} weighted dlogits"), &dlogits);
+        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&probs), probs: v(&probs), targets: v(&targets), weights: None, scale: 1.0, n, v: v_ });
         p.check(&format!("{what} dlogits in place"), &probs);
     }
 }

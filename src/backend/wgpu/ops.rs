@@ -245,11 +245,13 @@ impl WgpuBackend {
             }
             Op::SoftmaxCrossEntropyForward { losses, probs, logits, targets, n, v } => {
                 let bind = [(1, losses), (2, probs), (3, logits), (4, targets)];
-                self.dispatch("crossentropy", "forward", Self::groups_1d(n, 8), &bind, &[u(n), u(v), 0]);
+                self.dispatch("crossentropy", "forward", Self::groups_1d(n, 8), &bind, &[u(n), u(v), 0, 0]);
             }
-            Op::CrossEntropyBackward { dlogits, probs, targets, scale, n, v } => {
-                let bind = [(2, dlogits), (3, probs), (4, targets)];
-                self.dispatch("crossentropy", "backward", Self::groups_1d(n * v, 256), &bind, &[u(n), u(v), f(scale)]);
+            Op::CrossEntropyBackward { dlogits, probs, targets, weights, scale, n, v } => {
+                // The weights binding is read only with has_weights set, but it must be bound anyway.
+                let bind = [(2, dlogits), (3, probs), (4, targets), (5, weights.unwrap_or(probs))];
+                let s = [u(n), u(v), f(scale), weights.is_some() as u32];
+                self.dispatch("crossentropy", "backward", Self::groups_1d(n * v, 256), &bind, &s);
             }
             Op::AdamW { params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay } => {
                 let AdamWScalars { step_size, bc2_sqrt, decay } = AdamWScalars::new(step, lr, beta1, beta2, weight_decay);
@@ -337,6 +339,9 @@ impl WgpuBackend {
                 self.dispatch("smi", "ksg_classes", [1, 1, 1], &[(3, labels), (7, scratch)], &s);
                 self.dispatch("smi", "ksg_sort_mi", Self::groups_1d(k, 1), &[(2, proj), (3, labels), (4, mi), (6, scratch)], &s);
             }
+            // Interim (step 1 of issue 7): the masked-weight kernels land in the next commit.
+            Op::SelectRank { .. } | Op::MaskApply { .. } | Op::MaskedMatmulForward { .. } | Op::MaskedMatmulBackward { .. }
+            | Op::SgdMomentum { .. } | Op::SouScores { .. } => panic!("{} is not on this backend yet", op.name()),
         }
     }
 }
