@@ -12,6 +12,7 @@ pub mod plot;
 pub mod rng;
 pub mod smi;
 pub mod train;
+pub mod unlearn;
 
 pub use error::{Error, Result};
 pub mod cli;

@@ -10,6 +10,7 @@ pub mod experiment;
 pub mod generate;
 pub mod localize;
 pub mod train;
+pub mod unlearn;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::{CudaDriverBackend, CudaEmuBackend};
