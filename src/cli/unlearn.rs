@@ -57,6 +57,10 @@ pub struct UnlearnArgs {
     /// data.json of the model (default: the one beside it).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The unlearning set as a JSONL token file (rows padded to the data's context); default: the
+    /// sequences the model memorized (exact-match test), or for a backdoor run the triggered ones.
+    #[arg(long)]
+    pub memorized: Option<PathBuf>,
     /// Where the edited model, unlearn.json (and with --sweep sweep.csv, sweep.svg) go.
     #[arg(long)]
     pub out: PathBuf,
@@ -175,17 +179,6 @@ fn run_on<B: Backend>(dev: &Arc<Device<B>>, a: &UnlearnArgs) -> Result<()> {
         super::EvalData::Math(d) => d,
         super::EvalData::Rows(_) => return Err(Error::Input("unlearn needs a TinyMem data description (data.json) to find the memorized set".into())),
     };
-    let window = MemWindow { batch: a.eval_batch, ..MemWindow::tinymem() };
-    let mut model = Model::from_params(dev.clone(), cfg.clone(), &params)?;
-    let before = report::evaluate(&mut model, &data, &window, a.eval_batch)?;
-    drop(model);
-    let memorized = memorized_rows(&data, &before);
-    if memorized.rows() == 0 {
-        return Err(Error::Input("the model has memorized none of the tested sequences: nothing to unlearn".into()));
-    }
-    let retain = retain_rows(&data, a.retain_includes_noise, a.max_retain);
-    let sets = UnlearnSets { memorized: &memorized, retain: &retain };
-    println!("memorized set M: {} sequences; retain set C: {} sequences", memorized.rows(), retain.rows());
     let base = UnlearnOptions {
         ratio: a.ratio,
         epochs: a.epochs,
@@ -198,6 +191,21 @@ fn run_on<B: Backend>(dev: &Arc<Device<B>>, a: &UnlearnArgs) -> Result<()> {
         seed: a.seed,
         ..UnlearnOptions::default()
     };
+    base.validate()?;
+    let window = MemWindow { batch: a.eval_batch, ..MemWindow::tinymem() };
+    let mut model = Model::from_params(dev.clone(), cfg.clone(), &params)?;
+    let before = report::evaluate(&mut model, &data, &window, a.eval_batch)?;
+    drop(model);
+    let memorized = match &a.memorized {
+        Some(p) => crate::data::load_jsonl(p, cfg.vocab_size, data.config.max_ctx, crate::data::tokenizer::PAD)?.tokens,
+        None => memorized_rows(&data, &before),
+    };
+    if memorized.rows() == 0 {
+        return Err(Error::Input("the model has memorized none of the tested sequences: nothing to unlearn (or pass --memorized)".into()));
+    }
+    let retain = retain_rows(&data, a.retain_includes_noise, a.max_retain);
+    let sets = UnlearnSets { memorized: &memorized, retain: &retain };
+    println!("memorized set M: {} sequences; retain set C: {} sequences", memorized.rows(), retain.rows());
     let combos = if a.sweep { grid(a) } else { vec![(a.ratio, a.epochs, a.alpha)] };
     let mut runs: Vec<UnlearnRun> = Vec::new();
     let mut best: Option<(usize, Vec<f32>)> = None;
@@ -247,6 +255,9 @@ fn run_on<B: Backend>(dev: &Arc<Device<B>>, a: &UnlearnArgs) -> Result<()> {
 /// Before/after table of one run.
 pub fn print_comparison(before: &Report, r: &UnlearnRun) {
     println!("\n{} (ratio {}, epochs {}, alpha {}): {} weights zeroed of {}, {} steps, {:.1} s", r.method.name(), r.ratio, r.epochs, r.alpha, r.outcome.zeroed, r.outcome.domain, r.outcome.steps, r.outcome.seconds);
+    if r.outcome.mask_changed > 0 {
+        println!("the trained mask differs from its random start in {} of its {} zeroed entries", r.outcome.mask_changed, r.outcome.zeroed);
+    }
     println!("{:<26} {:>10} {:>10}", "", "before", "after");
     if let (Some(b), Some(af)) = (before.memorized_percent, r.after.memorized_percent) {
         println!("{:<26} {:>10.1} {:>10.1}", "% memorized", b, af);

@@ -95,5 +95,5 @@ pub fn run<B: Backend>(model: &mut Model<B>, method: Method, memorized: &TokenMa
         }
         _ => unreachable!("durable::run handles Durable, Durable-Aggregate and SOU"),
     }
-    Ok(UnlearnOutcome { method, zeroed, domain, steps: 1, seconds: 0.0, epochs: Vec::new() })
+    Ok(UnlearnOutcome { method, zeroed, domain, steps: 1, seconds: 0.0, epochs: Vec::new(), mask_changed: 0 })
 }

@@ -46,5 +46,5 @@ pub fn run<B: Backend>(model: &mut Model<B>, sets: &UnlearnSets<'_>, o: &Unlearn
         dev.exec(Op::MaskApply { w: params, x, y: Some(grads), cut: dev.view(&cut), n, key: SelectKey::Signed, below: false });
         progress(it + 1, iterations);
     }
-    Ok(UnlearnOutcome { method: super::Method::Greedy, zeroed: iterations, domain: n, steps: iterations, seconds: 0.0, epochs: Vec::new() })
+    Ok(UnlearnOutcome { method: super::Method::Greedy, zeroed: iterations, domain: n, steps: iterations, seconds: 0.0, epochs: Vec::new(), mask_changed: 0 })
 }

@@ -145,6 +145,8 @@ pub struct UnlearnOutcome {
     pub steps: usize,
     pub seconds: f64,
     pub epochs: Vec<EpochLoss>,
+    /// Subnet and BalancedSubnet: entries the final mask zeroes that the random initial mask kept.
+    pub mask_changed: usize,
 }
 
 /// Run `method` on `model` and bake its edit into the parameters. `progress(done, total)` is

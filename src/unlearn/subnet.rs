@@ -93,9 +93,13 @@ pub fn run<B: Backend>(model: &mut Model<B>, balanced: bool, sets: &UnlearnSets<
         Ok(())
     })();
     // Bake the final mask (also on error, the masks are cleared so the model stays usable).
+    let mut mask_changed = 0;
     if result.is_ok() {
         select_cuts(model, k);
         bake(model);
+        let last = dev.download_f32(dev.view(&model.weight_masks.as_ref().unwrap().scores));
+        let len = cfg.n_embd * f;
+        mask_changed = (0..2 * cfg.n_layer).map(|t| masked_set_difference(&scores[t * len..(t + 1) * len], &last[t * len..(t + 1) * len], k)).sum();
     }
     model.weight_masks = None;
     result?;
@@ -106,7 +110,25 @@ pub fn run<B: Backend>(model: &mut Model<B>, balanced: bool, sets: &UnlearnSets<
         steps: step,
         seconds: 0.0,
         epochs,
+        mask_changed,
     })
+}
+
+/// How many entries the k-lowest-|score| mask of `a` zeroes that the one of `b` keeps: how far
+/// training moved the mask from its random start.
+fn masked_set_difference(a: &[f32], b: &[f32], k: usize) -> usize {
+    let masked = |s: &[f32]| {
+        let mut keys: Vec<(u32, usize)> = s.iter().enumerate().map(|(i, v)| (v.abs().to_bits(), i)).collect();
+        let nth = k.min(keys.len().saturating_sub(1));
+        keys.select_nth_unstable(nth);
+        let mut m = vec![false; s.len()];
+        for &(_, i) in keys.iter().take(k) {
+            m[i] = true;
+        }
+        m
+    };
+    let (ma, mb) = (masked(a), masked(b));
+    ma.iter().zip(&mb).filter(|(x, y)| **x && !**y).count()
 }
 
 /// Each row's coefficient of J = Σ coef_r·ℓ_r. Subnet: −1/B (J = −L_M). BalancedSubnet:
