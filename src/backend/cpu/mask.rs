@@ -295,11 +295,61 @@ mod tests {
                 let sg = if sh[j] > 0.0 { 1.0 } else if sh[j] < 0.0 { -1.0 } else { 0.0 };
                 assert_eq!(got[j], 0.25 + sg * wh[j] * g[j], "dscores entry {j}");
             }
+            // ∂J/∂W_eff by central differences of the masked forward, J = Σ out ⊙ dout (linear in W,
+            // so the difference is exact up to f32 rounding), at unmasked entries: there the
+            // straight-through dscores is sign(S)·W·∂J/∂W_eff.
+            let mask_cut = {
+                let mut words = [0u32; 2];
+                cpu.download_u32(whole(&cut, 2), &mut words);
+                cut_from_words(&words)
+            };
+            let j_of = |wv: &[f32]| -> f64 {
+                let wb = up(&cpu, wv);
+                cpu.run(&Op::MaskedMatmulForward { out: whole(&o1, n * oc), inp: whole(&x, n * c), weight: whole(&wb, cw), bias: None, scores: whole(&s, cw), cut: whole(&cut, 2), n, c, oc });
+                get(&o1, n * oc).iter().zip(&dyh).map(|(o, d)| *o as f64 * *d as f64).sum()
+            };
+            let mut checked = 0;
+            for j in (0..cw).step_by(cw / 7 + 1).filter(|&j| SelectKey::Abs.key(sh[j], j) >= mask_cut) {
+                let h = 0.25f32;
+                let (mut wp, mut wm) = (wh.clone(), wh.clone());
+                wp[j] += h;
+                wm[j] -= h;
+                let fd = (j_of(&wp) - j_of(&wm)) / (2.0 * h as f64);
+                let sg = if sh[j] > 0.0 { 1.0 } else if sh[j] < 0.0 { -1.0 } else { 0.0 };
+                let want = sg * wh[j] as f64 * fd;
+                let tol = 1e-3 * (1.0 + want.abs());
+                assert!((got[j] as f64 - 0.25 - want).abs() <= tol, "dscores {j} vs finite differences: {} vs {want}", got[j] - 0.25);
+                checked += 1;
+            }
+            assert!(k == cw || checked > 0, "no unmasked entry checked by finite differences");
             // And the plain dweight itself against f64 (so the chain does not just agree with itself).
             for j in (0..cw).step_by(97) {
                 let (i, o) = (j / oc, j % oc);
                 let want: f64 = (0..n).map(|r| xh[r * c + i] as f64 * dyh[r * oc + o] as f64).sum();
                 assert!((g[j] as f64 - want).abs() <= 1e-5 + 1e-4 * want.abs(), "dweight {j}: {} vs {want}", g[j]);
+            }
+        }
+    }
+
+    /// CrossEntropyBackward's per-row weights: row i is the unweighted gradient times scale·weights[i].
+    #[test]
+    fn crossentropy_weights_scale_each_row() {
+        let cpu = CpuBackend::with_threads(2);
+        let (n, v) = (5usize, 7usize);
+        let probs: Vec<f32> = (0..n * v).map(|e| ((e * 31) % 7) as f32 / 21.0).collect();
+        let targets: Vec<u32> = vec![0, 6, crate::backend::IGNORE_TARGET, 3, 1];
+        let weights = [1.0f32, -0.5, 2.0, 0.0, 3.0];
+        let (pb, wb, d) = (up(&cpu, &probs), up(&cpu, &weights), cpu.alloc(n * v).unwrap());
+        let tb = cpu.alloc(n).unwrap();
+        cpu.upload_u32(View::new(&tb, 0, n), &targets);
+        let op = Op::CrossEntropyBackward { dlogits: View::new(&d, 0, n * v), probs: View::new(&pb, 0, n * v), targets: View::new(&tb, 0, n), weights: Some(View::new(&wb, 0, n)), scale: 0.5, n, v };
+        cpu.run(&op);
+        let mut got = vec![0f32; n * v];
+        cpu.download_f32(View::new(&d, 0, n * v), &mut got);
+        for i in 0..n {
+            for j in 0..v {
+                let want = if targets[i] == crate::backend::IGNORE_TARGET { 0.0 } else { (probs[i * v + j] - (j as u32 == targets[i]) as u32 as f32) * (0.5 * weights[i]) };
+                assert_eq!(got[i * v + j], want, "row {i} column {j}");
             }
         }
     }

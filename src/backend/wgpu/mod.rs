@@ -36,6 +36,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
     ("encoder", include_str!("../../../shaders/encoder.wgsl")),
     ("layernorm", include_str!("../../../shaders/layernorm.wgsl")),
+    ("mask", include_str!("../../../shaders/mask.wgsl")),
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
     ("smi", include_str!("../../../shaders/smi.wgsl")),
 ];
