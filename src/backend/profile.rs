@@ -40,6 +40,8 @@ impl Timing {
 #[derive(Clone, Debug, Default)]
 pub struct OpStat {
     pub calls: u64,
+    /// Calls made while profiling was enabled (those `time`, `flops` and `bytes` cover).
+    pub timed: u64,
     pub time: Duration,
     pub flops: f64,
     pub bytes: f64,
@@ -132,6 +134,7 @@ impl Profiler {
             let mut s = self.stats.lock().unwrap();
             let e = s.entry(name).or_default();
             e.calls += 1;
+            e.timed += 1;
             e.time += time;
             e.flops += cost.flops;
             e.bytes += cost.bytes;
@@ -220,7 +223,7 @@ impl Profiler {
     /// host phases.
     pub fn table(&self, backend: &str, timing: Timing, peaks: Option<&Peaks>) -> String {
         let s = self.snapshot();
-        let mut rows: Vec<_> = s.iter().filter(|r| r.1.calls > 0).collect();
+        let mut rows: Vec<_> = s.iter().filter(|r| r.1.timed > 0).collect();
         rows.sort_by(|a, b| b.1.time.cmp(&a.1.time));
         let total: f64 = rows.iter().map(|r| r.1.time.as_secs_f64()).sum();
         let mut out = format!(
@@ -237,7 +240,7 @@ impl Profiler {
             // Ops a device could not time (a timestamp query set overflowed) fall back to wall time.
             let how = match (timing.is_device(), st.device_timed) {
                 (false, _) => timing.label(),
-                (true, d) if d == st.calls => timing.label(),
+                (true, d) if d == st.timed => timing.label(),
                 (true, 0) => "wall",
                 _ => "mixed",
             };
@@ -246,9 +249,9 @@ impl Profiler {
                 name,
                 backend,
                 how,
-                st.calls,
+                st.timed,
                 secs * 1e3,
-                secs * 1e6 / st.calls.max(1) as f64,
+                secs * 1e6 / st.timed.max(1) as f64,
                 st.flops / 1e9,
                 st.bytes / 1e6,
                 rate(st.flops),
