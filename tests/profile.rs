@@ -263,10 +263,26 @@ fn cpu_peaks_are_derived_and_measured_plausibly() {
     assert!(i.logical_cpus >= 1 && i.simd_f32_lanes >= 1);
     assert!(i.clock_ghz > 0.1 && i.clock_ghz < 10.0, "{}", i.clock_ghz);
     assert_eq!(i.derived_peak_gflops(2), 2.0 * i.derived_peak_gflops(1));
-    // The measured FMA loop cannot beat the derived peak by much (clock boost aside), and a
+    // The measured FMA loop cannot beat the derived peak by much (a boost clock aside), and a
     // vectorized loop reaches a good part of it even on a loaded host.
     let measured = memsieve::machine::measure_fma_gflops(1);
     let derived = i.derived_peak_gflops(1);
-    assert!(measured < 1.6 * derived, "measured {measured:.1} vs derived {derived:.1} GFLOP/s");
+    assert!(measured < 2.0 * derived, "measured {measured:.1} vs derived {derived:.1} GFLOP/s");
     assert!(measured > 0.05 * derived, "measured {measured:.1} vs derived {derived:.1} GFLOP/s");
+}
+
+#[test]
+fn cuda_emu_is_timed_by_the_host_and_labelled_as_the_emulator() {
+    let dev = Device::new(memsieve::backend::cuda::CudaEmuBackend::emulator().expect("the emulator is built with the crate"));
+    assert_eq!(dev.backend.timing(), Timing::EmulatorWall);
+    let (n, c, oc) = (5, 7, 9);
+    let (inp, w, out) = (dev.alloc(n * c).unwrap(), dev.alloc(c * oc).unwrap(), dev.alloc(n * oc).unwrap());
+    dev.profile.enable(true);
+    dev.exec(Op::MatmulForward { out: dev.view(&out), inp: dev.view(&inp), weight: dev.view(&w), bias: None, n, c, oc, layout: WeightLayout::InOut });
+    let s = &dev.profile.snapshot()["matmul_forward"];
+    assert_eq!((s.timed, s.device_timed), (1, 0));
+    assert!(s.time > Duration::ZERO);
+    let table = dev.profile_table();
+    assert!(table.contains("emulator wall") && table.contains("cuda-emu"), "{table}");
+    assert!(table.contains("peaks: unknown"), "no peak for an emulator: {table}");
 }

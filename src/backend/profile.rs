@@ -224,7 +224,7 @@ impl Profiler {
     pub fn table(&self, backend: &str, timing: Timing, peaks: Option<&Peaks>) -> String {
         let s = self.snapshot();
         let mut rows: Vec<_> = s.iter().filter(|r| r.1.timed > 0).collect();
-        rows.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1.time));
         let total: f64 = rows.iter().map(|r| r.1.time.as_secs_f64()).sum();
         let mut out = format!(
             "{:<29} {:<8} {:<14} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>6} {:>5}\n",
@@ -270,7 +270,7 @@ impl Profiler {
         if !phases.is_empty() {
             out += &format!("\n{:<29} {:>7} {:>10} {:>10}\n", "host phase", "calls", "total ms", "mean ms");
             let mut ph: Vec<_> = phases.iter().collect();
-            ph.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+            ph.sort_by_key(|p| std::cmp::Reverse(p.1.time));
             for (name, p) in ph {
                 let secs = p.time.as_secs_f64();
                 out += &format!("{:<29} {:>7} {:>10.2} {:>10.2}\n", name, p.calls, secs * 1e3, secs * 1e3 / p.calls.max(1) as f64);

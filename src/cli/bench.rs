@@ -60,8 +60,12 @@ fn run_on<B: Backend>(dev: &Arc<Device<B>>, a: &BenchArgs, threads: usize) -> Re
     let (mut results, mut rows) = (Vec::new(), Vec::new());
     for &w in &workloads {
         pb.set_message(w.name());
+        // --profile/--trace cover the timed runs only, not set-up and warm-up.
+        let profiling = dev.profile.is_enabled();
+        dev.profile.enable(false);
         let mut p = bench::prepare(w, a.size, dev, &work_dir, machine.threads)?;
         p.time_once()?; // warm-up
+        dev.profile.enable(profiling);
         let missing = baseline_dir.as_ref().and_then(|_| bench::baseline_missing(&a.python, &p.baseline));
         if let Some(why) = &missing {
             pb.suspend(|| eprintln!("{}: no baseline ({why})", w.name()));
