@@ -5,7 +5,6 @@
 //!
 //! cargo bench --bench smi -- [--n 4000] [--d 1024] [--k 1000] [--classes 4] [--reps 3] [--dump DIR]
 
-use memsieve::rng::{purpose, Stream};
 use memsieve::smi::ksg::ksg_mi_matrix;
 use memsieve::smi::project::project;
 use memsieve::smi::project_bf16::{self, pack_directions, project_bf16_into, Bf16Matrix};
@@ -28,16 +27,9 @@ fn main() {
     let reps: usize = arg("--reps", "3").parse().unwrap();
     let threads = rayon::current_num_threads();
 
-    // Gaussian classes with small mean shifts (weakly informative, like hidden states).
-    let mut rng = Stream::new(11, purpose::MISC, 0);
-    let centres: Vec<f32> = (0..c * d).map(|_| 0.05 * rng.normal() as f32).collect();
-    let labels: Vec<i64> = (0..n).map(|_| rng.below(c as u64) as i64).collect();
-    let x: Vec<f32> = (0..n * d).map(|i| centres[labels[i / d] as usize * d + i % d] + rng.normal() as f32).collect();
+    let (x, labels) = memsieve::bench::gaussian_classes(n, d, c);
     if let Some(dir) = std::env::args().position(|a| a == "--dump").and_then(|i| std::env::args().nth(i + 1)) {
-        let dir = std::path::Path::new(&dir);
-        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        memsieve::smi::npy::write_f64(dir.join("x.npy"), &x64, &[n, d]).unwrap();
-        memsieve::smi::npy::write_i64(dir.join("y.npy"), &labels, &[n]).unwrap();
+        memsieve::bench::dump_smi_work(std::path::Path::new(&dir), &x, &labels, n, d).unwrap();
     }
     let classes = Classes::new(&labels).unwrap();
     let dirs = Directions::seeded(0, d);

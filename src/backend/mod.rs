@@ -474,6 +474,21 @@ pub trait Backend: Send + Sync + 'static {
     fn counters(&self) -> Counters {
         Counters::default()
     }
+    /// How `run_timed` measures an op (the profiler labels its figures with it).
+    fn timing(&self) -> profile::Timing {
+        profile::Timing::Wall
+    }
+    /// Run one op for the profiler and return its device-measured duration where the device can
+    /// measure it (GPU timestamps, CUDA events); None: the caller's synchronized wall time stands.
+    fn run_timed(&self, op: &Op<'_, Self::Buffer>) -> Option<std::time::Duration> {
+        self.run(op);
+        None
+    }
+    /// Peak compute and bandwidth of the device behind this backend, where they can be derived or
+    /// measured (the profiler's fraction of peak).
+    fn peaks(&self) -> Option<crate::machine::Peaks> {
+        None
+    }
 }
 
 /// The single dispatch point: wraps a backend and records every op call for the profiler.
@@ -492,13 +507,24 @@ impl<B: Backend> Device<B> {
         if self.profile.is_enabled() {
             self.backend.synchronize();
             let t0 = std::time::Instant::now();
-            self.backend.run(&op);
+            let device_time = self.backend.run_timed(&op);
             self.backend.synchronize();
-            self.profile.record(op.name(), op.cost(), t0.elapsed());
+            let time = device_time.unwrap_or_else(|| t0.elapsed());
+            self.profile.record(op.name(), op.cost(), t0, time, device_time.is_some());
         } else {
             self.profile.count(op.name());
             self.backend.run(&op);
         }
+    }
+
+    /// The profiler's per-kernel table, labelled with this backend's timing and peaks.
+    pub fn profile_table(&self) -> String {
+        self.profile.table(self.backend.name(), self.backend.timing(), self.backend.peaks().as_ref())
+    }
+
+    /// Write the profiler's trace (Chrome/Perfetto Trace Event Format) atomically.
+    pub fn write_trace(&self, path: &std::path::Path) -> Result<()> {
+        self.profile.write_trace(path, self.backend.name(), self.backend.timing())
     }
 
     pub fn alloc(&self, len: usize) -> Result<B::Buffer> {

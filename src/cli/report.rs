@@ -55,6 +55,8 @@ pub struct Report {
 
 /// Evaluate `model` on everything `data` holds.
 pub fn evaluate<B: Backend>(model: &mut Model<B>, data: &MathDataset, window: &MemWindow, batch: usize) -> Result<Report> {
+    let dev = model.dev.clone();
+    let _phase = dev.profile.phase("evaluate");
     let mut test_sets = Vec::new();
     for set in &data.test_sets {
         test_sets.push(SetQuality { name: set.name.clone(), quality: metrics::quality(model, &set.tokens, batch)? });

@@ -121,6 +121,12 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
+    fn peaks(&self) -> Option<crate::machine::Peaks> {
+        // Threads beyond the logical CPUs add no FMA units.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Some(crate::machine::cpu_peaks(self.threads().min(cpus)))
+    }
+
     fn alloc(&self, len: usize) -> Result<CpuBuffer> {
         let mut v: Vec<f32> = Vec::new();
         v.try_reserve_exact(len).map_err(|_| {

@@ -37,6 +37,18 @@ pub trait Launcher: Send + Sync + 'static {
     /// Queue one kernel; `params` are cuLaunchKernel's kernelParams (pointers to the argument values).
     fn launch(&self, kernel: &'static str, grid: Dim, block: Dim, shared_bytes: u32, params: &mut [*mut c_void]);
     fn synchronize(&self);
+    /// How `timed` measures (the profiler's label).
+    const TIMING: crate::backend::profile::Timing;
+    /// Run `f` (which queues launches) and return the device time it took, where the launcher can
+    /// measure one (CUDA events); None leaves the host's wall time.
+    fn timed(&self, f: &mut dyn FnMut()) -> Option<std::time::Duration> {
+        f();
+        None
+    }
+    /// Peak FP32 compute and memory bandwidth from the device's properties.
+    fn peaks(&self) -> Option<crate::machine::Peaks> {
+        None
+    }
 }
 
 /// A buffer of the cuda backend: the allocation and its length in words.
@@ -315,6 +327,18 @@ impl<L: Launcher> Backend for CudaBackend<L> {
 
     fn synchronize(&self) {
         self.launcher.synchronize()
+    }
+
+    fn timing(&self) -> crate::backend::profile::Timing {
+        L::TIMING
+    }
+
+    fn run_timed(&self, op: &Op<'_, Self::Buffer>) -> Option<std::time::Duration> {
+        self.launcher.timed(&mut || self.run(op))
+    }
+
+    fn peaks(&self) -> Option<crate::machine::Peaks> {
+        self.launcher.peaks()
     }
 
     fn counters(&self) -> Counters {
@@ -687,6 +711,10 @@ pub fn info_lines() -> Vec<String> {
                     d.name,
                     d.memory_bytes as f64 / (1u64 << 30) as f64
                 ));
+                match d.peaks() {
+                    Some(p) => lines.push(format!("  peak {:.0} GFLOP/s fp32, {:.0} GB/s ({})", p.gflops, p.gbs, p.source)),
+                    None => lines.push(format!("  peak: unknown (no FP32 lane count for sm_{major}{minor})")),
+                }
             }
         }
         Err(why) => lines.push(format!("cuda device: none ({why})")),
