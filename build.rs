@@ -58,7 +58,7 @@ fn validate_wgsl() {
 }
 
 /// The kernel files in the order the emulator includes them (kept in step with src/backend/cuda/kernels.rs).
-const KERNEL_FILES: [&str; 10] = [
+const KERNEL_FILES: [&str; 11] = [
     "encoder.cu",
     "layernorm.cu",
     "matmul.cu",
@@ -67,6 +67,7 @@ const KERNEL_FILES: [&str; 10] = [
     "elementwise.cu",
     "crossentropy.cu",
     "adamw.cu",
+    "mask.cu",
     "smi.cu",
     "attribution.cu",
 ];

@@ -18,9 +18,8 @@ use std::time::Instant;
 mod common;
 use common::{arg, cpu_seconds};
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[xs.len() / 2]
+fn median(xs: Vec<f64>) -> f64 {
+    memsieve::bench::median(&xs)
 }
 
 fn main() {
@@ -57,11 +56,11 @@ fn run<B: Backend>(dev: Arc<Device<B>>, threads: usize) {
     let workloads = arg("--workloads", "train,generate");
     let cfg = ModelConfig::tinymem_math(layers);
     let mut rng = Stream::new(0, purpose::MISC, 0);
-    let t = 150;
+    let t = memsieve::bench::SEQ;
     if workloads.contains("train") {
         for b in arg("--batch", "8,128").split(',').map(|s| s.parse::<usize>().unwrap()) {
             let mut m = Model::new(dev.clone(), cfg.clone(), 0).unwrap();
-            let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(14) as u32).collect();
+            let tokens = memsieve::bench::train_tokens(&mut rng, b);
             let targets = m.lm_targets(&tokens, b, t, false);
             let h = AdamW::default();
             for _ in 0..2 {
@@ -80,7 +79,7 @@ fn run<B: Backend>(dev: Arc<Device<B>>, threads: usize) {
             let per_step = dev.backend.counters() - before;
             let med = median(times);
             // Analytic count of tinymem.md §7 (full T×T attention), for comparison with PyTorch's figure.
-            let flops = 3.0 * (b * t) as f64 * (layers as f64 * (2.0 * 196_608.0 + 4.0 * t as f64 * 128.0) + 2.0 * 128.0 * 14.0);
+            let flops = memsieve::bench::train_step_flops(b, t, layers);
             println!(
                 "{{\"workload\":\"train_step\",\"impl\":\"{name}\",\"batch\":{b},\"layers\":{layers},\"threads\":{threads},\"median_ms\":{:.2},\"tokens_per_s\":{:.0},\"gflops_analytic\":{:.1},\"dispatches_per_step\":{},\"submits_per_step\":{},\"bytes_up_per_step\":{},\"bytes_down_per_step\":{}}}",
                 med * 1e3,
@@ -92,15 +91,14 @@ fn run<B: Backend>(dev: Arc<Device<B>>, threads: usize) {
                 per_step.bytes_down / steps as u64,
             );
             if profile {
-                eprintln!("{}", dev.profile.table());
+                eprintln!("{}", dev.profile_table());
             }
         }
     }
     if workloads.contains("generate") {
         let n: usize = arg("--prompts", "64").parse().unwrap();
         let mut m = Model::new(dev.clone(), cfg.clone(), 0).unwrap();
-        let prompts: Vec<Vec<u32>> =
-            (0..n).map(|_| (0..50).map(|_| [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12][rng.below(11) as usize]).collect()).collect();
+        let prompts = memsieve::bench::generation_prompts(&mut rng, n);
         let gen_batch: usize = arg("--gen-batch", &n.to_string()).parse().unwrap();
         let opts = GenerateOptions { max_length: 150, min_length: 150, batch: gen_batch };
         m.generate(&prompts, &opts).unwrap();
@@ -116,7 +114,7 @@ fn run<B: Backend>(dev: Arc<Device<B>>, threads: usize) {
             dev.profile.enable(true);
             m.generate(&prompts, &opts).unwrap();
             dev.profile.enable(false);
-            eprintln!("{}", dev.profile.table());
+            eprintln!("{}", dev.profile_table());
         }
         let med = median(times);
         println!(

@@ -10,7 +10,6 @@
 //! `--ksg-save` writes the K slice MIs; `--ksg-check` compares them bit for bit with a saved file
 //! and exits non-zero on any difference (guarding KSG optimisations).
 
-use memsieve::rng::{purpose, Stream};
 use memsieve::smi::ksg::ksg_mi_matrix;
 use memsieve::smi::project::project;
 use memsieve::smi::project_bf16::{self, pack_directions, project_bf16_into, Bf16Matrix};
@@ -39,16 +38,9 @@ fn main() {
         other => panic!("--only takes ksg, not {other}"),
     };
 
-    // Gaussian classes with small mean shifts (weakly informative, like hidden states).
-    let mut rng = Stream::new(11, purpose::MISC, 0);
-    let centres: Vec<f32> = (0..c * d).map(|_| 0.05 * rng.normal() as f32).collect();
-    let labels: Vec<i64> = (0..n).map(|_| rng.below(c as u64) as i64).collect();
-    let x: Vec<f32> = (0..n * d).map(|i| centres[labels[i / d] as usize * d + i % d] + rng.normal() as f32).collect();
+    let (x, labels) = memsieve::bench::gaussian_classes(n, d, c);
     if let Some(dir) = path_arg("--dump") {
-        let dir = std::path::Path::new(&dir);
-        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        memsieve::smi::npy::write_f64(dir.join("x.npy"), &x64, &[n, d]).unwrap();
-        memsieve::smi::npy::write_i64(dir.join("y.npy"), &labels, &[n]).unwrap();
+        memsieve::bench::dump_smi_work(std::path::Path::new(&dir), &x, &labels, n, d).unwrap();
     }
     let classes = Classes::new(&labels).unwrap();
     let dirs = Directions::seeded(0, d);

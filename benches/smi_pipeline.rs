@@ -10,7 +10,6 @@ use memsieve::backend::cpu::CpuBackend;
 use memsieve::backend::cuda::{CudaDriverBackend, CudaEmuBackend};
 use memsieve::backend::wgpu::WgpuBackend;
 use memsieve::backend::{Backend, Device};
-use memsieve::rng::{purpose, Stream};
 use memsieve::smi::pipeline::{psmi_on_device, Input, PipelineOptions};
 use memsieve::smi::{psmi, Classes, Ddof, Directions, KsgOptions, PsmiOptions};
 use std::hint::black_box;
@@ -59,10 +58,7 @@ fn main() {
         (arg("--n", "4000").parse().unwrap(), arg("--d", "1024").parse().unwrap(), arg("--k", "1000").parse().unwrap(), arg("--classes", "4").parse().unwrap());
     let reps: usize = arg("--reps", "3").parse().unwrap();
     let max_memory = std::env::args().position(|a| a == "--max-memory").map(|_| arg("--max-memory", "0").parse::<usize>().unwrap());
-    let mut rng = Stream::new(11, purpose::MISC, 0);
-    let centres: Vec<f32> = (0..c * d).map(|_| 0.05 * rng.normal() as f32).collect();
-    let labels: Vec<i64> = (0..n).map(|_| rng.below(c as u64) as i64).collect();
-    let x: Vec<f32> = (0..n * d).map(|i| centres[labels[i / d] as usize * d + i % d] + rng.normal() as f32).collect();
+    let (x, labels) = memsieve::bench::gaussian_classes(n, d, c);
     let classes = Classes::new(&labels).unwrap();
     let s = Setup { n, d, k, c, reps, x, classes, opts: PipelineOptions { ddof: Ddof::Zero, block: 500, ksg: std::env::args().any(|a| a == "--ksg").then(KsgOptions::default), max_memory } };
     let (secs, reference) = match arg("--backend", "cpu").as_str() {

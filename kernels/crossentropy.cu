@@ -28,16 +28,19 @@ extern "C" __global__ void softmax_crossentropy_forward(float* losses, float* pr
 }
 EMU_KERNEL(softmax_crossentropy_forward)
 
-// dlogits = (probs − onehot(target))·scale, 0 on ignored rows; may run in place on probs.
+// dlogits = (probs − onehot(target))·scale·weights[row] (scale alone without weights), 0 on ignored
+// rows; may run in place on probs.
 extern "C" __global__ void crossentropy_backward(float* dlogits, const float* probs, const unsigned* targets,
-                                                 float scale, int n, int v) {
+                                                 const float* weights, float scale, int n, int v) {
     long long i = global_index();
     if (i >= (long long)n * v) return;
-    unsigned target = targets[i / v], j = (unsigned)(i % v);
+    long long row = i / v;
+    unsigned target = targets[row], j = (unsigned)(i % v);
     if (target == IGNORE_TARGET) {
         dlogits[i] = 0.0f;
         return;
     }
-    dlogits[i] = (probs[i] - (j == target ? 1.0f : 0.0f)) * scale;
+    const float s = weights != 0 ? scale * weights[row] : scale;
+    dlogits[i] = (probs[i] - (j == target ? 1.0f : 0.0f)) * s;
 }
 EMU_KERNEL(crossentropy_backward)

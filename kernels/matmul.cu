@@ -6,6 +6,10 @@
 // takes rows [z·k_split, (z+1)·k_split) and writes its own partial product at out + z·M·N; the host
 // then sums the partials in z order (split_reduce_accumulate). The split depends on the shape only,
 // so results are deterministic and the same on every GPU.
+//
+// With mask_scores set, B is a weight W under a Subnet mask (MaskedMatmulForward/Backward): the tile
+// load zeroes entry rel = k·b_rs + j·b_cs of W (its flat index in either orientation) where the Abs
+// key (|scores[rel]|, rel) is below mask_cut — the mask is computed on the fly, no W ⊙ m buffer.
 
 #define MM_BM 64
 #define MM_BN 64
@@ -18,7 +22,8 @@
 
 extern "C" __global__ void __launch_bounds__(MM_THREADS)
 matmul_tiled(float* out, const float* a, const float* b, const float* bias, int m, int n, int k,
-             int a_rs, int a_cs, int b_rs, int b_cs, int accumulate, int k_split) {
+             int a_rs, int a_cs, int b_rs, int b_cs, int accumulate, int k_split, const float* mask_scores,
+             const unsigned* mask_cut) {
     __shared__ float as[MM_BK][MM_BM + 4];
     __shared__ float bs[MM_BK][MM_BN + 4];
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
@@ -27,6 +32,7 @@ matmul_tiled(float* out, const float* a, const float* b, const float* bias, int 
     for (int i = 0; i < MM_TM; i++)
         for (int j = 0; j < MM_TN; j++) acc[i][j] = 0.0f;
 
+    const unsigned cut_o = mask_scores != 0 ? mask_cut[0] : 0u, cut_i = mask_scores != 0 ? mask_cut[1] : 0u;
     const int k_begin = blockIdx.z * k_split, k_end = min(k, k_begin + k_split);
     out += (long long)blockIdx.z * m * n;
     for (int k0 = k_begin; k0 < k_end; k0 += MM_BK) {
@@ -42,7 +48,13 @@ matmul_tiled(float* out, const float* a, const float* b, const float* bias, int 
             int nn, kk;
             if (b_cs == 1) { nn = e % MM_BN; kk = e / MM_BN; } else { kk = e % MM_BK; nn = e / MM_BK; }
             int gn = n0 + nn, gk = k0 + kk;
-            bs[kk][nn] = (gn < n && gk < k_end) ? b[(long long)gk * b_rs + (long long)gn * b_cs] : 0.0f;
+            float bv = 0.0f;
+            if (gn < n && gk < k_end) {
+                const long long rel = (long long)gk * b_rs + (long long)gn * b_cs;
+                bv = b[rel];
+                if (mask_scores != 0 && key_below(select_order(mask_scores[rel], 0), (unsigned)rel, cut_o, cut_i)) bv = 0.0f;
+            }
+            bs[kk][nn] = bv;
         }
         __syncthreads();
 #pragma unroll

@@ -37,3 +37,21 @@ fn row_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
     workgroupBarrier();
     return r;
 }
+
+// Selection keys of the masked-weight ops (backend::SelectKey): entry j's key is (order(v), j),
+// compared lexicographically. Abs: the bits of |v|; signed: the total order of f32 as u32.
+fn select_order(v: f32, signed_order: bool) -> u32 {
+    let b = bitcast<u32>(v);
+    if (!signed_order) {
+        return b & 0x7fffffffu;
+    }
+    if ((b >> 31u) == 0u) {
+        return b ^ 0x80000000u;
+    }
+    return ~b;
+}
+
+// Whether key (order, j) is below the cut (cut_order, cut_index).
+fn key_below(order: u32, j: u32, cut_order: u32, cut_index: u32) -> bool {
+    return order < cut_order || (order == cut_order && j < cut_index);
+}

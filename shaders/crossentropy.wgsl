@@ -2,7 +2,7 @@
 
 struct P {
     o1: u32, o2: u32, o3: u32, o4: u32, o5: u32, o6: u32, o7: u32, o8: u32,
-    n: u32, v: u32, scale: f32,
+    n: u32, v: u32, scale: f32, has_weights: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -10,6 +10,7 @@ struct P {
 @group(0) @binding(2) var<storage, read_write> probs: array<f32>; // backward: dlogits (may equal probs)
 @group(0) @binding(3) var<storage, read_write> logits: array<f32>; // backward: probs
 @group(0) @binding(4) var<storage, read_write> targets: array<u32>;
+@group(0) @binding(5) var<storage, read_write> weights: array<f32>; // backward: per-row multipliers
 
 @compute @workgroup_size(256)
 fn forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -51,7 +52,8 @@ fn forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
     }
 }
 
-// dlogits = (probs − onehot(tgt)) · scale; ignored rows get 0. One thread per element.
+// dlogits = (probs − onehot(tgt)) · scale·weights[row] (scale alone without weights); ignored rows
+// get 0. One thread per element.
 @compute @workgroup_size(256)
 fn backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_group(wid, nwg) * 256u + lid.x;
@@ -63,7 +65,11 @@ fn backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     let tgt = targets[p.o4 + row];
     var d = 0.0;
     if (tgt != IGNORE_TARGET) {
-        d = (logits[p.o3 + i] - select(0.0, 1.0, j == tgt)) * p.scale;
+        var s = p.scale;
+        if (p.has_weights != 0u) {
+            s *= weights[p.o5 + row];
+        }
+        d = (logits[p.o3 + i] - select(0.0, 1.0, j == tgt)) * s;
     }
     probs[p.o2 + i] = d;
 }

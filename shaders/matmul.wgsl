@@ -7,6 +7,9 @@
 // gives a long, thin reduction such as d(W) = xᵀ·dy over 19,200 rows enough workgroups to fill a GPU
 // while staying deterministic. 64×64 output tile per workgroup, 16-deep k-slices staged in shared
 // memory, each of the 256 threads accumulating a 4×4 register block.
+// With `masked` set, B is a weight W under a Subnet mask (MaskedMatmulForward/Backward): its tile
+// load zeroes entry rel = k·b_rs + j·b_cs of W (W's flat index in either orientation) where the Abs
+// key (|scores[rel]|, rel) is below the cut — the mask is computed on the fly, no W ⊙ m buffer.
 
 struct P {
     o1: u32, o2: u32, o3: u32, o4: u32, o5: u32, o6: u32, o7: u32, o8: u32,
@@ -14,7 +17,7 @@ struct P {
     a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32, c_rs: u32,
     nb2: u32, a_bs1: u32, a_bs2: u32, b_bs1: u32, b_bs2: u32, c_bs1: u32, c_bs2: u32,
     alpha: f32, beta: f32, has_bias: u32,
-    k_total: u32,
+    k_total: u32, masked: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -22,6 +25,8 @@ struct P {
 @group(0) @binding(2) var<storage, read_write> am: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bm: array<f32>;
 @group(0) @binding(4) var<storage, read_write> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(6) var<storage, read_write> cutm: array<u32>;
 
 const TILE: u32 = 64u;
 const BK: u32 = 16u;
@@ -41,6 +46,12 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let b0 = p.o3 + z1 * p.b_bs1 + z2 * p.b_bs2;
     let c0 = p.o1 + z1 * p.c_bs1 + z2 * p.c_bs2;
 
+    var cut_o = 0u;
+    var cut_i = 0u;
+    if (p.masked != 0u) {
+        cut_o = cutm[p.o6];
+        cut_i = cutm[p.o6 + 1u];
+    }
     var kn = p.k;
     if (p.k_total != 0u) {
         kn = min(p.k, p.k_total - z1 * p.k);
@@ -67,7 +78,11 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let bj = idx % TILE;
             var bv = 0.0;
             if (k0 + bk < kn && col0 + bj < p.n) {
-                bv = bm[b0 + (k0 + bk) * p.b_rs + (col0 + bj) * p.b_cs];
+                let rel = (k0 + bk) * p.b_rs + (col0 + bj) * p.b_cs;
+                bv = bm[b0 + rel];
+                if (p.masked != 0u && key_below(select_order(scores[p.o5 + rel], false), rel, cut_o, cut_i)) {
+                    bv = 0.0;
+                }
             }
             b_tile[bk * TILE + bj] = bv;
         }

@@ -5,13 +5,16 @@ pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod bench;
 pub mod experiment;
+pub mod machine;
 pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod rng;
 pub mod smi;
 pub mod train;
+pub mod unlearn;
 
 pub use error::{Error, Result};
 pub mod cli;

@@ -17,6 +17,9 @@ struct Cli {
     /// Print a per-op profile table at the end.
     #[arg(long, global = true)]
     profile: bool,
+    /// Write a Chrome/Perfetto trace (Trace Event Format JSON) of every op and host phase to FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,10 +43,14 @@ enum Command {
     Localize(cli::localize::LocalizeArgs),
     /// Silence the top-scoring neurons and report the model before and after.
     Edit(cli::localize::EditArgs),
+    /// Remove memorized sequences with a weight-level method (BalancedSubnet, Subnet, Durable, …).
+    Unlearn(cli::unlearn::UnlearnArgs),
     /// Experiments that test the paper's claims on TinyMem (predict-memorization).
     Experiment(cli::experiment::ExperimentArgs),
-    /// Backends found on this machine.
+    /// The machine (CPU, SIMD, clock, peaks, measured bandwidth) and the backends found on it.
     Info,
+    /// Time the standard workloads on the chosen backend (and the Python baselines with --baselines).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,7 +61,7 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
     let args = Cli::parse();
-    let ctx = cli::Context::new(args.backend, args.profile, args.threads.unwrap_or(0));
+    let ctx = cli::Context::new(args.backend, args.profile, args.threads.unwrap_or(0)).with_trace(args.trace);
     let result = match args.command {
         Command::Demo(a) => cli::demo::run(&ctx, a),
         Command::Train(a) => cli::train::run(&ctx, a),
@@ -64,8 +71,10 @@ fn main() -> ExitCode {
         Command::Screen(a) => cli::screen::run(&ctx, *a),
         Command::Localize(a) => cli::localize::run(&ctx, a),
         Command::Edit(a) => cli::localize::edit(&ctx, a),
+        Command::Unlearn(a) => cli::unlearn::run(&ctx, a),
         Command::Experiment(a) => cli::experiment::run(&ctx, a),
-        Command::Info => cli::info(),
+        Command::Info => cli::info::run(ctx.threads),
+        Command::Bench(a) => cli::bench::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -64,7 +64,9 @@ pub fn train<B: Backend>(
     let total = (opts.epochs * batches_per_epoch) as u64;
     let pb = progress_bar(total, "train");
     pb.set_position((start.epoch * batches_per_epoch + start.batch) as u64);
+    let dev = model.dev.clone();
     for epoch in start.epoch..opts.epochs {
+        let epoch_phase = dev.profile.phase("train epoch");
         let t0 = Instant::now();
         let (mut loss_sum, mut n_batches, mut n_tokens) = (0f64, 0usize, 0usize);
         let first_batch = if epoch == start.epoch { start.batch } else { 0 };
@@ -92,6 +94,7 @@ pub fn train<B: Backend>(
             mean_loss: loss_sum / n_batches.max(1) as f64,
             tokens_per_s: n_tokens as f64 / t0.elapsed().as_secs_f64(),
         };
+        drop(epoch_phase);
         pb.suspend(|| on_epoch(model, &end))?;
     }
     pb.finish_and_clear();

@@ -86,7 +86,7 @@ mod shared {
     }
     shared_parity_tests!(
         encoder, layernorm, matmul, attention, kv_cache_decode, activation, crossentropy, adamw, small_ops, smi_directions,
-        smi_project, smi_stats_score_summary, gather_rows, attention_row, target_prob_backward, ig_reduce, smi_ksg
+        smi_project, smi_stats_score_summary, gather_rows, attention_row, target_prob_backward, ig_reduce, smi_ksg, select_mask, masked_matmul, sou_sgd
     );
 }
 
@@ -318,8 +318,8 @@ fn crossentropy<B: Backend>(dev: &Arc<Device<B>>) {
         let probs = k.f32("probs", rand_vec(s + 4, n * v, 0.0, 1.0));
         let targets = k.u32("targets", tg);
         let scale = 1.0 / n as f32;
-        k.check(&cpu(), dev, &format!("crossentropy_backward n{n} v{v}"), &Op::CrossEntropyBackward { dlogits, probs, targets, scale, n, v });
-        let op = Op::CrossEntropyBackward { dlogits: probs, probs, targets, scale, n, v };
+        k.check(&cpu(), dev, &format!("crossentropy_backward n{n} v{v}"), &Op::CrossEntropyBackward { dlogits, probs, targets, weights: None, scale, n, v });
+        let op = Op::CrossEntropyBackward { dlogits: probs, probs, targets, weights: None, scale, n, v };
         k.check(&cpu(), dev, &format!("crossentropy_backward in place n{n} v{v}"), &op);
     }
 }

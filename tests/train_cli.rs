@@ -121,6 +121,9 @@ fn demo_runs_end_to_end_and_writes_its_report() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["preset"], "small");
     assert!(report["final"]["accuracy_ceiling"].as_f64().unwrap() > 0.9);
+    for plot in ["memorization.svg", "methods.svg"] {
+        assert!(std::fs::read_to_string(dir.join("plots").join(plot)).unwrap().starts_with("<svg"), "{plot}");
+    }
     // A second demo into the same directory refuses rather than overwriting the run.
     let (ok, text) = memsieve(&["demo", "--epochs", "1", "--out", dir.to_str().unwrap()]);
     assert!(!ok && text.contains("already holds a run"), "{text}");

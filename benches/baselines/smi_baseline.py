@@ -7,6 +7,11 @@
 Times `psmi.PSMI(n_estimators=K).fit_transform` end to end (draws directions, f64 projection) and
 scikit-learn's `mutual_info_classif(n_neighbors=3)` on a few slices (extrapolated to K), then prints
 the ratios against memsieve's lines in DIR/rust.jsonl.
+
+    python3 benches/baselines/smi_baseline.py DIR --json --only psmi|ksg --k K
+
+(`memsieve bench --baselines`) times one of the two on DIR/x.npy, DIR/y.npy for K slices and prints
+only a JSON line {"workload", "impl", "seconds"} (no rust.jsonl needed).
 """
 
 import argparse
@@ -21,6 +26,9 @@ def main():
     ap.add_argument("dir")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ksg-slices", type=int, default=10)
+    ap.add_argument("--json", action="store_true", help="one JSON line for `memsieve bench`, no rust.jsonl")
+    ap.add_argument("--only", choices=["psmi", "ksg"], help="with --json: time only this one")
+    ap.add_argument("--k", type=int, help="with --json: slices (else rust.jsonl's k)")
     a = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(a.threads)
@@ -30,6 +38,26 @@ def main():
 
     x = np.load(os.path.join(a.dir, "x.npy"))
     y = np.load(os.path.join(a.dir, "y.npy"))
+    if a.json:
+        k = a.k
+        np.random.seed(0)
+        t = time.perf_counter()
+        if a.only != "ksg":
+            psmi.PSMI(n_estimators=k).fit_transform(x, y)
+            impl = "psmi"
+        else:
+            thetas = np.random.normal(0, 1, (min(a.ksg_slices, k), x.shape[1]))
+            thetas /= np.linalg.norm(thetas, axis=1)[:, None]
+            p = x @ thetas.T
+            t = time.perf_counter()
+            mutual_info_classif(p, y, n_neighbors=3, random_state=0)
+            impl = "sklearn"
+        secs = time.perf_counter() - t
+        if a.only == "ksg":
+            secs = secs / min(a.ksg_slices, k) * k  # extrapolated from a few slices to all K
+        print(json.dumps({"workload": a.only or "psmi", "impl": impl, "k": k, "threads": a.threads, "seconds": secs,
+                          "extrapolated_from_slices": min(a.ksg_slices, k) if a.only == "ksg" else None}))
+        return
     rust = [json.loads(l) for l in open(os.path.join(a.dir, "rust.jsonl")) if l.startswith("{")]
     ours = {r["workload"]: r["seconds"] for r in rust if "seconds" in r}
     k = rust[0]["k"]

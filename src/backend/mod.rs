@@ -85,8 +85,10 @@ pub enum Op<'a, Buf> {
     Residual { out: View<'a, Buf>, a: View<'a, Buf>, b: View<'a, Buf>, n: usize },
     /// Row softmax of logits [n, v] into probs, and losses[i] = −log probs[i, target[i]] (0 where ignored).
     SoftmaxCrossEntropyForward { losses: View<'a, Buf>, probs: View<'a, Buf>, logits: View<'a, Buf>, targets: View<'a, Buf>, n: usize, v: usize },
-    /// dlogits = (probs − onehot(target)) · scale; rows with an ignored target get 0. May run in place on probs.
-    CrossEntropyBackward { dlogits: View<'a, Buf>, probs: View<'a, Buf>, targets: View<'a, Buf>, scale: f32, n: usize, v: usize },
+    /// dlogits = (probs − onehot(target)) · scale · weights[i] (per-row multipliers, 1 without `weights`:
+    /// BalancedSubnet's and Greedy's per-sample signed objectives); rows with an ignored target get 0.
+    /// Every backend folds scale·weights[i] first. May run in place on probs.
+    CrossEntropyBackward { dlogits: View<'a, Buf>, probs: View<'a, Buf>, targets: View<'a, Buf>, weights: Option<View<'a, Buf>>, scale: f32, n: usize, v: usize },
     /// PyTorch AdamW (decoupled decay, bias-corrected), `step` ≥ 1.
     AdamW { params: View<'a, Buf>, grads: View<'a, Buf>, m: View<'a, Buf>, v: View<'a, Buf>, step: u64, lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
     /// out[i] = argmax_j logits[i, j] (first maximal index), with token `suppress` masked to −∞.
@@ -130,7 +132,76 @@ pub enum Op<'a, Buf> {
     /// `classes`), with `neighbors` neighbours: smi::ksg::ksg_mi_columns without jitter (classes of
     /// fewer than 2 samples dropped, clipped at 0). `scratch` holds `Backend::smi_ksg_scratch_len` words.
     SmiKsg { mi: View<'a, Buf>, proj: View<'a, Buf>, labels: View<'a, Buf>, scratch: View<'a, Buf>, n: usize, k: usize, classes: usize, neighbors: usize },
+    // ---- masked-weight unlearning (issue 7; tinymem.md §5.5): Subnet, BalancedSubnet, Durable, Greedy, SOU ----
+    /// cut[0..2] (u32: order, index) = the key of rank k (0-based, ascending) among the n entries of x
+    /// (·y); for k == n the sentinel (u32::MAX, u32::MAX), above every key. Radix/histogram select, no sort.
+    SelectRank { cut: View<'a, Buf>, x: View<'a, Buf>, y: Option<View<'a, Buf>>, n: usize, k: usize, key: SelectKey },
+    /// w[j] = 0 where key(j) < cut (`below`) or key(j) ≥ cut (!below), else unchanged; keys from x (·y)
+    /// as in SelectRank. Bakes a Subnet mask (x = scores, Abs, below) or zeroes Durable's top-k
+    /// (x = grads, Abs, !below, cut = rank n−k) or Greedy's arg-max (x = params, y = grads, Signed,
+    /// !below, k = n−1). Elementwise: w may be x or y itself.
+    MaskApply { w: View<'a, Buf>, x: View<'a, Buf>, y: Option<View<'a, Buf>>, cut: View<'a, Buf>, n: usize, key: SelectKey, below: bool },
+    /// out[n, oc] = inp[n, c] · (W ⊙ m) (+ bias), W [c, oc] (InOut, HF Conv1D), m[j] = 0 where
+    /// key(|scores[j]|, j) < cut (Abs keys, as MaskApply below), else 1 — the mask computed on the fly.
+    MaskedMatmulForward { out: View<'a, Buf>, inp: View<'a, Buf>, weight: View<'a, Buf>, bias: Option<View<'a, Buf>>, scores: View<'a, Buf>, cut: View<'a, Buf>, n: usize, c: usize, oc: usize },
+    /// dinp[n, c] = dout[n, oc] · (W ⊙ m)ᵀ (overwrite); dscores[c, oc] += sign(scores) ⊙ W ⊙ (inpᵀ · dout)
+    /// (the straight-through estimator; accumulates like MatmulBackward's dweight; sign(0) = 0). Both optional.
+    MaskedMatmulBackward { dinp: Option<View<'a, Buf>>, dscores: Option<View<'a, Buf>>, dout: View<'a, Buf>, inp: View<'a, Buf>, weight: View<'a, Buf>, scores: View<'a, Buf>, cut: View<'a, Buf>, n: usize, c: usize, oc: usize },
+    /// PyTorch SGD with momentum (dampening 0, not Nesterov): d = g + wd·p; buf = d if `first` else
+    /// momentum·buf + d; p −= lr·buf.
+    SgdMomentum { params: View<'a, Buf>, grads: View<'a, Buf>, buf: View<'a, Buf>, lr: f32, momentum: f32, weight_decay: f32, first: bool },
+    /// Second-Order Unlearning saliency over consecutive blocks of `block` entries (last block may be
+    /// shorter): out[j] = w_j² / (2·[F⁻¹]_jj), [F⁻¹]_jj = (1/λ)·(1 − g_j²/(λ + ‖g_b‖²)) (the stable form
+    /// of 1/λ − g_j²/(λ² + λ‖g_b‖²); tinymem.md §5.5 SOU). ‖g_b‖² is summed in entry order.
+    SouScores { out: View<'a, Buf>, w: View<'a, Buf>, g: View<'a, Buf>, n: usize, block: usize, lambda: f32 },
 }
+
+/// How a selection ranks entries: entry j has value v_j = x[j] (times y[j] when y is given) and key
+/// (order(v_j), j) compared lexicographically, so keys are unique and every backend picks the same
+/// entries. Abs: order = bits of |v| (as u32); Signed: the total order of f32 as u32
+/// (bits ^ 0x8000_0000 for v ≥ +0, !bits for negative sign bit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectKey {
+    Abs,
+    Signed,
+}
+
+impl SelectKey {
+    /// The order word of a value (the high half of its key).
+    #[inline(always)]
+    pub fn order(self, v: f32) -> u32 {
+        let b = v.to_bits();
+        match self {
+            SelectKey::Abs => b & 0x7fff_ffff,
+            SelectKey::Signed if b >> 31 == 0 => b ^ 0x8000_0000,
+            SelectKey::Signed => !b,
+        }
+    }
+
+    /// The packed key (order(v) << 32 | j) of entry j with value v.
+    #[inline(always)]
+    pub fn key(self, v: f32, j: usize) -> u64 {
+        (self.order(v) as u64) << 32 | j as u64
+    }
+
+    /// The shaders' and kernels' code for the key kind (0 = Abs, 1 = Signed).
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// `SelectRank`'s result for k == n: above every key.
+pub const SELECT_SENTINEL: u64 = u64::MAX;
+
+/// The packed key a `cut` view holds (words: order, index).
+pub fn cut_from_words(words: &[u32]) -> u64 {
+    (words[0] as u64) << 32 | words[1] as u64
+}
+
+/// Most entries `SelectRank` takes: indices must stay below the sentinel's u32::MAX, and the GPU
+/// kernels select in one workgroup (8 passes over the entries), which suits the ≈ 1M-entry parameter
+/// buffers of TinyMem models, not hundreds of millions (≈ 64M entries is already a second of work).
+pub const MAX_SELECT: usize = 1 << 26;
 
 /// Working space of the GPU backends' `SmiKsg` (shaders/ksg.wgsl, kernels/ksg.cu): per slice two
 /// (key, class) arrays that the radix sort ping-pongs between and the globally sorted keys, then per
@@ -214,6 +285,12 @@ impl<Buf> Op<'_, Buf> {
             Op::TargetProbBackward { .. } => "target_prob_backward",
             Op::IgReduce { .. } => "ig_reduce",
             Op::SmiKsg { .. } => "smi_ksg",
+            Op::SelectRank { .. } => "select_rank",
+            Op::MaskApply { .. } => "mask_apply",
+            Op::MaskedMatmulForward { .. } => "masked_matmul_forward",
+            Op::MaskedMatmulBackward { .. } => "masked_matmul_backward",
+            Op::SgdMomentum { .. } => "sgd_momentum",
+            Op::SouScores { .. } => "sou_scores",
         }
     }
 
@@ -298,6 +375,27 @@ impl<Buf> Op<'_, Buf> {
                 let probes = 2 * (usize::BITS - n.leading_zeros()) as usize + 2 * neighbors;
                 f(n * k * (20 + 4 * probes), n * k * (1 + 40 + probes) + 2 * k)
             }
+            // Eight histogram passes over the 64-bit keys (GPUs; the cpu selects in about one).
+            Op::SelectRank { n, y, .. } => f(8 * 4 * n, 8 * n * (1 + y.is_some() as usize)),
+            Op::MaskApply { n, y, .. } => f(4 * n, n * (3 + y.is_some() as usize)),
+            Op::MaskedMatmulForward { n, c, oc, bias, .. } => {
+                f(2 * n * c * oc + 3 * c * oc + bias.map_or(0, |_| n * oc), n * c + 2 * c * oc + n * oc)
+            }
+            Op::MaskedMatmulBackward { dinp, dscores, n, c, oc, .. } => {
+                let mut fl = 0;
+                let mut w = n * oc;
+                if dinp.is_some() {
+                    fl += 2 * n * c * oc + 3 * c * oc;
+                    w += n * c + 2 * c * oc;
+                }
+                if dscores.is_some() {
+                    fl += 2 * n * c * oc + 3 * c * oc;
+                    w += n * c + 4 * c * oc;
+                }
+                f(fl, w)
+            }
+            Op::SgdMomentum { params, .. } => f(5 * params.len, 5 * params.len),
+            Op::SouScores { n, .. } => f(8 * n, 3 * n),
         }
     }
 }
@@ -376,6 +474,21 @@ pub trait Backend: Send + Sync + 'static {
     fn counters(&self) -> Counters {
         Counters::default()
     }
+    /// How `run_timed` measures an op (the profiler labels its figures with it).
+    fn timing(&self) -> profile::Timing {
+        profile::Timing::Wall
+    }
+    /// Run one op for the profiler and return its device-measured duration where the device can
+    /// measure it (GPU timestamps, CUDA events); None: the caller's synchronized wall time stands.
+    fn run_timed(&self, op: &Op<'_, Self::Buffer>) -> Option<std::time::Duration> {
+        self.run(op);
+        None
+    }
+    /// Peak compute and bandwidth of the device behind this backend, where they can be derived or
+    /// measured (the profiler's fraction of peak).
+    fn peaks(&self) -> Option<crate::machine::Peaks> {
+        None
+    }
 }
 
 /// The single dispatch point: wraps a backend and records every op call for the profiler.
@@ -394,13 +507,24 @@ impl<B: Backend> Device<B> {
         if self.profile.is_enabled() {
             self.backend.synchronize();
             let t0 = std::time::Instant::now();
-            self.backend.run(&op);
+            let device_time = self.backend.run_timed(&op);
             self.backend.synchronize();
-            self.profile.record(op.name(), op.cost(), t0.elapsed());
+            let time = device_time.unwrap_or_else(|| t0.elapsed());
+            self.profile.record(op.name(), op.cost(), t0, time, device_time.is_some());
         } else {
             self.profile.count(op.name());
             self.backend.run(&op);
         }
+    }
+
+    /// The profiler's per-kernel table, labelled with this backend's timing and peaks.
+    pub fn profile_table(&self) -> String {
+        self.profile.table(self.backend.name(), self.backend.timing(), self.backend.peaks().as_ref())
+    }
+
+    /// Write the profiler's trace (Chrome/Perfetto Trace Event Format) atomically.
+    pub fn write_trace(&self, path: &std::path::Path) -> Result<()> {
+        self.profile.write_trace(path, self.backend.name(), self.backend.timing())
     }
 
     pub fn alloc(&self, len: usize) -> Result<B::Buffer> {

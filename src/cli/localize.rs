@@ -154,6 +154,7 @@ fn run_on<B: Backend>(dev: &Arc<Device<B>>, a: &LocalizeArgs) -> Result<()> {
     };
     let t0 = std::time::Instant::now();
     let mut selected = Vec::new();
+    let localizing = dev.profile.phase("localize");
     let scores = match a.method {
         Method::Ig => methods::ig_scores(&mut model, &rows, a.prompt_len, &ig, &progress)?,
         Method::Depn => {
@@ -177,6 +178,7 @@ fn run_on<B: Backend>(dev: &Arc<Device<B>>, a: &LocalizeArgs) -> Result<()> {
             scores
         }
     };
+    drop(localizing);
     bar.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
 

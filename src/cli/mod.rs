@@ -1,7 +1,9 @@
 //! Command implementations behind `src/main.rs`: each takes parsed arguments and returns a Result,
 //! prints a readable table and writes machine-readable JSON.
 
+pub mod bench;
 pub mod data;
+pub mod info;
 pub mod report;
 pub mod screen;
 pub mod demo;
@@ -10,6 +12,7 @@ pub mod experiment;
 pub mod generate;
 pub mod localize;
 pub mod train;
+pub mod unlearn;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::{CudaDriverBackend, CudaEmuBackend};
@@ -24,6 +27,8 @@ pub struct Context {
     pub profile: bool,
     /// cpu worker threads (0: all cores).
     pub threads: usize,
+    /// `--trace FILE`: a Chrome/Perfetto trace of every op and host phase.
+    pub trace: Option<std::path::PathBuf>,
     /// A wgpu device `auto` already opened while choosing.
     opened_wgpu: Mutex<Option<WgpuBackend>>,
     /// A CUDA device `auto` already opened while choosing.
@@ -40,28 +45,28 @@ macro_rules! on_device {
                 let d = ctx.wgpu_device()?;
                 let $dev = &d;
                 let r = $body;
-                ctx.finish(&d);
+                ctx.finish(&d)?;
                 r
             }
             $crate::backend::BackendChoice::Cuda => {
                 let d = ctx.cuda_device()?;
                 let $dev = &d;
                 let r = $body;
-                ctx.finish(&d);
+                ctx.finish(&d)?;
                 r
             }
             $crate::backend::BackendChoice::CudaEmu => {
                 let d = ctx.cuda_emu_device()?;
                 let $dev = &d;
                 let r = $body;
-                ctx.finish(&d);
+                ctx.finish(&d)?;
                 r
             }
             _ => {
                 let d = ctx.cpu_device()?;
                 let $dev = &d;
                 let r = $body;
-                ctx.finish(&d);
+                ctx.finish(&d)?;
                 r
             }
         }
@@ -71,7 +76,22 @@ pub(crate) use on_device;
 
 impl Context {
     pub fn new(backend: BackendChoice, profile: bool, threads: usize) -> Self {
-        Context { backend, profile, threads, opened_wgpu: Mutex::new(None), opened_cuda: Mutex::new(None) }
+        Context { backend, profile, threads, trace: None, opened_wgpu: Mutex::new(None), opened_cuda: Mutex::new(None) }
+    }
+
+    /// Record a trace of the run into `path` (written when the command finishes).
+    pub fn with_trace(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.trace = path;
+        self
+    }
+
+    /// Turn the device's profiler on as `--profile`/`--trace` ask.
+    fn configure<B: Backend>(&self, dev: Device<B>) -> Arc<Device<B>> {
+        dev.profile.enable(self.profile || self.trace.is_some());
+        if self.trace.is_some() {
+            dev.profile.enable_trace();
+        }
+        Arc::new(dev)
     }
 
     /// The backend to run on. `auto` takes wgpu only when it finds a real (non-CPU) GPU adapter and can
@@ -106,9 +126,7 @@ impl Context {
     }
 
     pub fn cpu_device(&self) -> Result<Arc<Device<CpuBackend>>> {
-        let dev = Arc::new(Device::new(CpuBackend::with_threads(self.threads)));
-        dev.profile.enable(self.profile);
-        Ok(dev)
+        Ok(self.configure(Device::new(CpuBackend::with_threads(self.threads))))
     }
 
     pub fn cuda_device(&self) -> Result<Arc<Device<CudaDriverBackend>>> {
@@ -116,15 +134,11 @@ impl Context {
             Some(b) => b,
             None => CudaDriverBackend::new(0)?,
         };
-        let dev = Arc::new(Device::new(backend));
-        dev.profile.enable(self.profile);
-        Ok(dev)
+        Ok(self.configure(Device::new(backend)))
     }
 
     pub fn cuda_emu_device(&self) -> Result<Arc<Device<CudaEmuBackend>>> {
-        let dev = Arc::new(Device::new(CudaEmuBackend::emulator()?));
-        dev.profile.enable(self.profile);
-        Ok(dev)
+        Ok(self.configure(Device::new(CudaEmuBackend::emulator()?)))
     }
 
     pub fn wgpu_device(&self) -> Result<Arc<Device<WgpuBackend>>> {
@@ -132,15 +146,15 @@ impl Context {
             Some(b) => b,
             None => WgpuBackend::new()?,
         };
-        let dev = Arc::new(Device::new(backend));
-        dev.profile.enable(self.profile);
-        Ok(dev)
+        Ok(self.configure(Device::new(backend)))
     }
 
-    pub fn finish<B: Backend>(&self, dev: &Device<B>) {
+    /// Print the profile and write the trace, as asked.
+    pub fn finish<B: Backend>(&self, dev: &Device<B>) -> Result<()> {
         if self.profile {
             let name = dev.backend.name();
-            eprintln!("\nper-op profile ({name} backend, wall time, synchronized per op):\n{}", dev.profile.table());
+            let how = dev.backend.timing().label();
+            eprintln!("\nper-kernel profile ({name} backend, {how}, synchronized per op):\n{}", dev.profile_table());
             let c = dev.backend.counters();
             if c != Default::default() {
                 eprintln!(
@@ -149,50 +163,12 @@ impl Context {
                 );
             }
         }
-    }
-}
-
-/// `memsieve info`: what this machine can run.
-pub fn info() -> Result<()> {
-    println!("memsieve {}", env!("CARGO_PKG_VERSION"));
-    println!("backends:");
-    println!("  cpu    available ({} threads)", CpuBackend::new().threads());
-    let adapters = crate::backend::wgpu::adapters();
-    if adapters.is_empty() {
-        println!("  wgpu   unavailable: no Vulkan adapter (install a Vulkan driver; mesa-vulkan-drivers gives lavapipe)");
-    }
-    for a in &adapters {
-        let l = &a.limits;
-        println!("  wgpu   {} ({:?}, {}, driver {})", a.name, a.device_type, a.backend, a.driver);
-        println!(
-            "         limits: storage binding {} MiB, buffer {} MiB, workgroup storage {} KiB, {} invocations/workgroup, {} storage buffers/stage",
-            l.max_storage_buffer_binding_size >> 20,
-            l.max_buffer_size >> 20,
-            l.max_compute_workgroup_storage_size >> 10,
-            l.max_compute_invocations_per_workgroup,
-            l.max_storage_buffers_per_shader_stage
-        );
-        let compute_features = [
-            (wgpu::Features::SHADER_F16, "shader-f16"),
-            (wgpu::Features::SHADER_F64, "shader-f64"),
-            (wgpu::Features::SUBGROUP, "subgroup"),
-            (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
-            (wgpu::Features::SHADER_FLOAT32_ATOMIC, "f32-atomics"),
-        ];
-        let have: Vec<_> = compute_features.iter().filter(|(f, _)| a.features.contains(*f)).map(|(_, n)| *n).collect();
-        println!("         compute features: {}", have.join(" "));
-    }
-    for (name, choice) in [("cuda", BackendChoice::Cuda), ("cuda-emu", BackendChoice::CudaEmu)] {
-        match resolve(choice) {
-            Ok(_) => println!("  {name:<6} available"),
-            Err(e) => println!("  {name:<6} unavailable: {e}"),
+        if let Some(path) = &self.trace {
+            dev.write_trace(path)?;
+            eprintln!("trace: {} (open in https://ui.perfetto.dev or chrome://tracing)", path.display());
         }
+        Ok(())
     }
-    for line in crate::backend::cuda::info_lines() {
-        println!("         {line}");
-    }
-    println!("auto → {:?}", resolve(BackendChoice::Auto)?);
-    Ok(())
 }
 
 /// What a model is evaluated on: a TinyMem data description (regenerated from its seed) or rows of a

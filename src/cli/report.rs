@@ -48,10 +48,15 @@ pub struct Report {
     pub memorized_idx: Vec<usize>,
     /// Backdoor attack success rate in % (backdoor runs).
     pub backdoor_asr: Option<f64>,
+    /// Indices into the poison-test set of the triggered sequences (a backdoor run's unlearning set).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backdoor_idx: Vec<usize>,
 }
 
 /// Evaluate `model` on everything `data` holds.
 pub fn evaluate<B: Backend>(model: &mut Model<B>, data: &MathDataset, window: &MemWindow, batch: usize) -> Result<Report> {
+    let dev = model.dev.clone();
+    let _phase = dev.profile.phase("evaluate");
     let mut test_sets = Vec::new();
     for set in &data.test_sets {
         test_sets.push(SetQuality { name: set.name.clone(), quality: metrics::quality(model, &set.tokens, batch)? });
@@ -76,6 +81,7 @@ pub fn evaluate<B: Backend>(model: &mut Model<B>, data: &MathDataset, window: &M
         memorization: Vec::new(),
         memorized_idx: Vec::new(),
         backdoor_asr: None,
+        backdoor_idx: Vec::new(),
     };
     if data.noisy.rows() > 0 {
         let m = metrics::memorization(model, &data.noisy, &data.clean_for_noisy, window)?;
@@ -87,6 +93,7 @@ pub fn evaluate<B: Backend>(model: &mut Model<B>, data: &MathDataset, window: &M
     if let Some(bd) = &data.backdoor {
         let m = metrics::backdoor_asr(model, &bd.test_poisoned, &bd.test_clean, &bd.test_prompt_len, window.k, model.cfg.n_positions.min(bd.test_clean.cols))?;
         report.backdoor_asr = Some(m.percent());
+        report.backdoor_idx = m.memorized_idx;
     }
     Ok(report)
 }

@@ -147,12 +147,7 @@ pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &TokenOptions, pb: &indicatif::P
     pb.set_length(sched.total_steps() as u64);
     pb.set_prefix("token-level LM");
 
-    // Scored rows: each noised row once, then clean training rows.
-    let mut probe = d.noisy.clone();
-    let clean = d.segment("clean").expect("noise runs have a clean segment").range();
-    for r in clean.take(o.clean_rows) {
-        probe.push_row(d.train.row(r));
-    }
+    let probe = probe_rows(&d, o.clean_rows)?;
     let lens = lengths(&probe);
     let at = sequence_positions(&probe, &lens)?;
     let targets = |_: &[usize], tokens: &[u32]| -> Vec<u32> { lm_targets_with_padding(tokens, d.train.cols) };
@@ -188,54 +183,12 @@ pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &TokenOptions, pb: &indicatif::P
     // Early state: features, losses and how much is memorized already.
     model.upload_params(&pred_params);
     let early = memorization(&mut model, &d.noisy, &d.clean_for_noisy, &window)?;
-    let losses = position_losses(&mut model, &probe, 256)?;
-    let layers: Vec<usize> = (0..=o.layers).collect();
-    let h = hidden_states(&mut model, &probe, &at, &layers, 256, &|_, _| {})?;
-    let mut psmi_errors = Vec::new();
-    let psmi: Vec<Vec<f64>> = h
-        .iter()
-        .enumerate()
-        .map(|(l, x)| {
-            psmi_mean(x, at.len(), cfg.n_embd, &at.labels, o.slices, o.seed).unwrap_or_else(|e| {
-                psmi_errors.push((l, e));
-                vec![f64::NAN; at.len()]
-            })
-        })
-        .collect();
-
-    // Sample index of (row, 0): positions are enumerated row by row.
-    let mut first = vec![0usize; probe.rows() + 1];
-    for r in 0..probe.rows() {
-        first[r + 1] = first[r] + lens[r].saturating_sub(1);
-    }
-    let tested: Vec<usize> = (0..d.noisy.rows())
-        .filter(|&i| crate::data::window_differs(d.noisy.row(i), d.clean_for_noisy.row(i), o.prompt_len, o.prompt_len + o.k))
-        .collect();
-    let mean = |v: &mut dyn Iterator<Item = f64>| {
-        let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-        if n == 0 { f64::NAN } else { s / n as f64 }
-    };
-    let mut rows = Vec::new();
-    for &i in &tested {
-        // Window positions p predict tokens p+1 in [prompt_len, prompt_len + k), within the row.
-        let window: Vec<usize> = (o.prompt_len - 1..o.prompt_len + o.k - 1).filter(|&p| p + 1 < lens[i]).collect();
-        let noised: Vec<usize> = window.iter().copied().filter(|&p| d.noisy.row(i)[p + 1] != d.clean_for_noisy.row(i)[p + 1]).collect();
-        let loss_at = |ps: &[usize]| mean(&mut ps.iter().map(|&p| losses[i * probe.cols + p] as f64));
-        rows.push(TokenRow {
-            noisy_index: i,
-            copies: 10usize.pow(d.dup_powers[d.dup_class[i]]),
-            memorized: truth.memorized_idx.contains(&i),
-            noised_tokens_in_window: noised.len(),
-            psmi_window: psmi.iter().map(|p| mean(&mut window.iter().map(|&q| p[first[i] + q]))).collect(),
-            psmi_noised: psmi.iter().map(|p| mean(&mut noised.iter().map(|&q| p[first[i] + q]))).collect(),
-            loss_window: loss_at(&window),
-            loss_noised: loss_at(&noised),
-        });
-    }
+    let NoisedScreen { rows, samples, psmi_errors, tested } = screen_noised(&mut model, &d, &ScreenWindow { prompt_len: o.prompt_len, k: o.k, clean_rows: o.clean_rows, slices: o.slices, seed: o.seed }, &truth.memorized_idx)?;
+    let psmi_layers = rows.first().map_or(0, |r| r.psmi_window.len());
     let positive: Vec<bool> = rows.iter().map(|r| r.memorized).collect();
     let mut scores = Vec::new();
-    for (l, p) in psmi.iter().enumerate() {
-        if p.first().is_some_and(|v| v.is_finite()) {
+    for l in 0..psmi_layers {
+        if psmi_errors.iter().all(|(e, _)| *e != l) {
             let w: Vec<f64> = rows.iter().map(|r| -r.psmi_window[l]).collect();
             scores.push(score_metrics("-psmi window", Some(l), &w, &positive)?);
             let z: Vec<f64> = rows.iter().map(|r| -nan_to(r.psmi_noised[l], 0.0)).collect();
@@ -255,8 +208,8 @@ pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &TokenOptions, pb: &indicatif::P
     Ok(TokenReport {
         options: o.clone(),
         train_rows: d.train.rows(),
-        psmi_samples: at.len(),
-        tested: tested.len(),
+        psmi_samples: samples,
+        tested,
         memorized: truth.memorized,
         memorized_at_prediction: early.memorized,
         prediction_checkpoint: pred,
@@ -268,6 +221,92 @@ pub fn run<B: Backend>(dev: &Arc<Device<B>>, o: &TokenOptions, pb: &indicatif::P
         rows,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Which rows the token-level screen scores, and how.
+pub struct ScreenWindow {
+    pub prompt_len: usize,
+    pub k: usize,
+    /// Clean training rows scored beside the noised ones (they anchor the PSMI fit).
+    pub clean_rows: usize,
+    pub slices: usize,
+    pub seed: u64,
+}
+
+/// The token-level screen of one model state.
+pub struct NoisedScreen {
+    /// One per tested noised row (its window differs from the clean row).
+    pub rows: Vec<TokenRow>,
+    /// Positions in the PSMI fit.
+    pub samples: usize,
+    /// Layers whose PSMI could not be computed, with the reason.
+    pub psmi_errors: Vec<(usize, String)>,
+    pub tested: usize,
+}
+
+/// Each noised row once, then the first `clean_rows` clean training rows.
+pub fn probe_rows(d: &MathDataset, clean_rows: usize) -> Result<TokenMatrix> {
+    let mut probe = d.noisy.clone();
+    let clean = d.segment("clean").ok_or_else(|| Error::Input("the token-level screen needs a noise run (a clean segment)".into()))?.range();
+    for r in clean.take(clean_rows) {
+        probe.push_row(d.train.row(r));
+    }
+    Ok(probe)
+}
+
+/// PSMI (every hidden layer 0..=n_layer, labelled with the next token) and losses of the noised
+/// rows' positions under `model` as it is now, aggregated per tested noised row over the
+/// memorization window and over its noised tokens; `memorized` (indices into the noised rows)
+/// labels the rows.
+pub fn screen_noised<B: Backend>(model: &mut Model<B>, d: &MathDataset, w: &ScreenWindow, memorized: &[usize]) -> Result<NoisedScreen> {
+    let probe = probe_rows(d, w.clean_rows)?;
+    let lens = lengths(&probe);
+    let at = sequence_positions(&probe, &lens)?;
+    let losses = position_losses(model, &probe, 256)?;
+    let layers: Vec<usize> = (0..=model.cfg.n_layer).collect();
+    let h = hidden_states(model, &probe, &at, &layers, 256, &|_, _| {})?;
+    let mut psmi_errors = Vec::new();
+    let psmi: Vec<Vec<f64>> = h
+        .iter()
+        .enumerate()
+        .map(|(l, x)| {
+            psmi_mean(x, at.len(), model.cfg.n_embd, &at.labels, w.slices, w.seed).unwrap_or_else(|e| {
+                psmi_errors.push((l, e));
+                vec![f64::NAN; at.len()]
+            })
+        })
+        .collect();
+
+    // Sample index of (row, 0): positions are enumerated row by row.
+    let mut first = vec![0usize; probe.rows() + 1];
+    for r in 0..probe.rows() {
+        first[r + 1] = first[r] + lens[r].saturating_sub(1);
+    }
+    let tested: Vec<usize> = (0..d.noisy.rows())
+        .filter(|&i| crate::data::window_differs(d.noisy.row(i), d.clean_for_noisy.row(i), w.prompt_len, w.prompt_len + w.k))
+        .collect();
+    let mean = |v: &mut dyn Iterator<Item = f64>| {
+        let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+        if n == 0 { f64::NAN } else { s / n as f64 }
+    };
+    let mut rows = Vec::new();
+    for &i in &tested {
+        // Window positions p predict tokens p+1 in [prompt_len, prompt_len + k), within the row.
+        let window: Vec<usize> = (w.prompt_len - 1..w.prompt_len + w.k - 1).filter(|&p| p + 1 < lens[i]).collect();
+        let noised: Vec<usize> = window.iter().copied().filter(|&p| d.noisy.row(i)[p + 1] != d.clean_for_noisy.row(i)[p + 1]).collect();
+        let loss_at = |ps: &[usize]| mean(&mut ps.iter().map(|&p| losses[i * probe.cols + p] as f64));
+        rows.push(TokenRow {
+            noisy_index: i,
+            copies: 10usize.pow(d.dup_powers[d.dup_class[i]]),
+            memorized: memorized.contains(&i),
+            noised_tokens_in_window: noised.len(),
+            psmi_window: psmi.iter().map(|p| mean(&mut window.iter().map(|&q| p[first[i] + q]))).collect(),
+            psmi_noised: psmi.iter().map(|p| mean(&mut noised.iter().map(|&q| p[first[i] + q]))).collect(),
+            loss_window: loss_at(&window),
+            loss_noised: loss_at(&noised),
+        });
+    }
+    Ok(NoisedScreen { rows, samples: at.len(), psmi_errors, tested: tested.len() })
 }
 
 fn nan_to(x: f64, v: f64) -> f64 {

@@ -57,6 +57,8 @@ pub struct ActLayout {
     pub logits: Slot,
     pub probs: Slot,
     pub losses: Slot,
+    /// Per-position loss weights of a weighted backward (per-sample objectives) [B, T].
+    pub weights: Slot,
     pub preds: Slot,
     pub total: usize,
 }
@@ -99,8 +101,9 @@ impl ActLayout {
         let logits = slot(bt * v);
         let probs = slot(bt * v);
         let losses = slot(bt);
+        let weights = slot(bt);
         let preds = slot(bt);
-        ActLayout { b, t, tokens, targets, encoded, layers, lnf, lnf_mean, lnf_rstd, logits, probs, losses, preds, total: off }
+        ActLayout { b, t, tokens, targets, encoded, layers, lnf, lnf_mean, lnf_rstd, logits, probs, losses, weights, preds, total: off }
     }
 
     /// Residual stream entering layer `l` (l = n_layer: the stream before ln_f).
@@ -135,6 +138,44 @@ struct GradScratch<B: Backend> {
     dqkv: B::Buffer,
     dfch: B::Buffer,
     datt: B::Buffer,
+    /// Where a frozen backward sends the LayerNorm parameter gradients it has no use for [2C].
+    sink: B::Buffer,
+}
+
+/// Subnet's learned masks over every MLP matrix (tinymem.md §5.5, edge-popup): the real scores of
+/// tensor 2l (layer l's `c_fc.weight` [C, 4C]) and 2l + 1 (`c_proj.weight` [4C, C]), each C·4C
+/// long, their straight-through gradients, and per tensor the cut key (2 u32, `Op::SelectRank`):
+/// the forward uses W ⊙ m with m = 0 where (|score|, index) is below the cut.
+pub struct WeightMasks<B: Backend> {
+    pub scores: B::Buffer,
+    pub dscores: B::Buffer,
+    pub cuts: B::Buffer,
+    pub tensors: usize,
+    pub tensor_len: usize,
+}
+
+impl<B: Backend> WeightMasks<B> {
+    /// Masks for every MLP matrix of `cfg`, scores uploaded from `scores` (tensor-major).
+    pub fn new(dev: &Device<B>, cfg: &ModelConfig, scores: &[f32]) -> Result<Self> {
+        let tensors = 2 * cfg.n_layer;
+        let tensor_len = cfg.n_embd * cfg.n_inner();
+        if scores.len() != tensors * tensor_len {
+            return Err(Error::Input(format!("{} mask scores do not fit {tensors} MLP matrices of {tensor_len}", scores.len())));
+        }
+        let m = WeightMasks { scores: dev.alloc(scores.len())?, dscores: dev.alloc(scores.len())?, cuts: dev.alloc(2 * tensors)?, tensors, tensor_len };
+        dev.upload_f32(dev.view(&m.scores), scores);
+        dev.exec(Op::Fill { dst: dev.view(&m.cuts), value: 0.0 });
+        Ok(m)
+    }
+    pub fn scores_of<'a>(&'a self, tensor: usize) -> View<'a, B::Buffer> {
+        View::new(&self.scores, tensor * self.tensor_len, self.tensor_len)
+    }
+    pub fn dscores_of<'a>(&'a self, tensor: usize) -> View<'a, B::Buffer> {
+        View::new(&self.dscores, tensor * self.tensor_len, self.tensor_len)
+    }
+    pub fn cut_of<'a>(&'a self, tensor: usize) -> View<'a, B::Buffer> {
+        View::new(&self.cuts, 2 * tensor, 2)
+    }
 }
 
 /// AdamW hyper-parameters (TinyMem recipe by default).
@@ -164,6 +205,8 @@ pub struct Model<B: Backend> {
     /// AdamW steps taken so far.
     pub step: u64,
     acts: Option<Acts<B>>,
+    /// When set, every MLP matrix multiply uses its masked weights (src/unlearn's Subnet).
+    pub weight_masks: Option<WeightMasks<B>>,
 }
 
 /// Per-position results of a forward pass, downloaded for the host.
@@ -204,7 +247,7 @@ impl<B: Backend> Model<B> {
         check_view_len(&dev.backend, layout.total, "the parameter buffer")?;
         let params = dev.alloc(layout.total)?;
         dev.upload_f32(dev.view(&params), host);
-        Ok(Model { dev, cfg, layout, params, grads: None, adam_m: None, adam_v: None, step: 0, acts: None })
+        Ok(Model { dev, cfg, layout, params, grads: None, adam_m: None, adam_v: None, step: 0, acts: None, weight_masks: None })
     }
 
     pub fn num_params(&self) -> usize {
@@ -276,6 +319,7 @@ impl<B: Backend> Model<B> {
                 dqkv: d.alloc(bt * 3 * c)?,
                 dfch: d.alloc(bt * 4 * c)?,
                 datt: d.alloc(scratch)?,
+                sink: d.alloc(2 * c)?,
             };
             self.acts.as_mut().unwrap().grad = Some(g);
         }
@@ -383,10 +427,10 @@ impl<B: Backend> Model<B> {
             dev.exec(Op::MatmulForward { out: av(s.attproj), inp: av(s.atty), weight: pv(AttnProjW, li), bias: Some(pv(AttnProjB, li)), n, c, oc: c, layout: WeightLayout::InOut });
             dev.exec(Op::Residual { out: av(s.res2), a: residual, b: av(s.attproj), n: n * c });
             dev.exec(Op::LayerNormForward { out: av(s.ln2), mean: av(s.ln2_mean), rstd: av(s.ln2_rstd), inp: av(s.res2), weight: pv(Ln2W, li), bias: pv(Ln2B, li), n, c, eps: cfg.layer_norm_epsilon });
-            dev.exec(Op::MatmulForward { out: av(s.fch), inp: av(s.ln2), weight: pv(FcW, li), bias: Some(pv(FcB, li)), n, c, oc: 4 * c, layout: WeightLayout::InOut });
+            self.mlp_matmul_forward(av(s.fch), av(s.ln2), li, false, n);
             dev.exec(Op::ActivationForward { out: av(s.fch_act), inp: av(s.fch), n: n * 4 * c, act: cfg.activation });
             after_act(li, av(s.fch_act));
-            dev.exec(Op::MatmulForward { out: av(s.fcproj), inp: av(s.fch_act), weight: pv(FcProjW, li), bias: Some(pv(FcProjB, li)), n, c: 4 * c, oc: c, layout: WeightLayout::InOut });
+            self.mlp_matmul_forward(av(s.fcproj), av(s.fch_act), li, true, n);
             dev.exec(Op::Residual { out: av(s.res3), a: av(s.res2), b: av(s.fcproj), n: n * c });
         }
         let top = av(l.residual(cfg.n_layer));
@@ -396,6 +440,21 @@ impl<B: Backend> Model<B> {
             dev.exec(Op::SoftmaxCrossEntropyForward { losses: av(l.losses), probs: av(l.probs), logits: av(l.logits), targets: av(l.targets), n, v });
         }
         dev.exec(Op::Argmax { out: av(l.preds), logits: av(l.logits), n, v, suppress: None });
+    }
+
+    /// Layer `li`'s `c_fc` (or, with `proj`, `c_proj`) matmul: masked when weight masks are set.
+    fn mlp_matmul_forward(&self, out: View<'_, B::Buffer>, inp: View<'_, B::Buffer>, li: usize, proj: bool, n: usize) {
+        let (c, f) = (self.cfg.n_embd, self.cfg.n_inner());
+        let (wk, bk, ic, oc) = if proj { (ParamKind::FcProjW, ParamKind::FcProjB, f, c) } else { (ParamKind::FcW, ParamKind::FcB, c, f) };
+        let pv = |k: ParamKind| View::new(&self.params, self.layout.offset(k, li), self.layout.len(k));
+        let op = match &self.weight_masks {
+            Some(m) => {
+                let tensor = 2 * li + proj as usize;
+                Op::MaskedMatmulForward { out, inp, weight: pv(wk), bias: Some(pv(bk)), scores: m.scores_of(tensor), cut: m.cut_of(tensor), n, c: ic, oc }
+            }
+            None => Op::MatmulForward { out, inp, weight: pv(wk), bias: Some(pv(bk)), n, c: ic, oc, layout: WeightLayout::InOut },
+        };
+        self.dev.exec(op);
     }
 
     /// Logits of the last forward pass, [B, T, V].
@@ -433,6 +492,9 @@ impl<B: Backend> Model<B> {
         after_act: &mut dyn FnMut(usize, View<'_, B::Buffer>),
         after_dact: &mut dyn FnMut(usize, View<'_, B::Buffer>),
     ) -> Result<f64> {
+        if self.weight_masks.is_some() {
+            return Err(Error::Input("weight masks are set: bake or clear them before training the weights".into()));
+        }
         self.ensure_training_buffers()?;
         self.ensure_acts(b, t, true)?;
         self.forward_hooked(tokens, Some(targets), b, t, after_act)?;
@@ -442,8 +504,40 @@ impl<B: Backend> Model<B> {
         }
         let losses = self.download_slot(self.acts.as_ref().unwrap().layout.losses);
         let loss = losses.iter().map(|&x| x as f64).sum::<f64>() / n_targets as f64;
-        self.backward_ops(b, t, 1.0 / n_targets as f32, after_dact);
+        self.backward_ops(b, t, 1.0 / n_targets as f32, false, false, after_dact);
         Ok(loss)
+    }
+
+    /// Forward + backward of J = Σ_i weights[i]·loss_i over the positions of a [b, t] batch
+    /// (`weights` [b·t], ignored where there is no target): the per-sample objectives of the
+    /// unlearning methods. With `frozen`, no parameter gradients are computed — only the straight-
+    /// through score gradients of the weight masks (zeroed first), when masks are set; otherwise all
+    /// parameter gradients (zeroed first; masks must not be set). Returns the per-position losses.
+    pub fn forward_backward_weighted(&mut self, tokens: &[u32], targets: &[u32], weights: &[f32], b: usize, t: usize, frozen: bool) -> Result<Vec<f32>> {
+        if !frozen && self.weight_masks.is_some() {
+            return Err(Error::Input("weight masks are set: bake or clear them before training the weights".into()));
+        }
+        if weights.len() != b * t {
+            return Err(Error::Input(format!("{} loss weights given for a batch of {b} × {t}", weights.len())));
+        }
+        if let Some(i) = weights.iter().position(|w| !w.is_finite()) {
+            return Err(Error::Numerical(format!("loss weight {} at position {i} is not finite", weights[i])));
+        }
+        if !frozen {
+            self.ensure_training_buffers()?;
+        }
+        self.ensure_acts(b, t, true)?;
+        self.forward_hooked(tokens, Some(targets), b, t, &mut |_, _| {})?;
+        let l = self.acts.as_ref().unwrap().layout.clone();
+        self.dev.upload_f32(View::new(&self.acts.as_ref().unwrap().buf, l.weights.off, l.weights.len), weights);
+        let losses = self.download_slot(l.losses);
+        self.backward_ops(b, t, 1.0, true, frozen, &mut |_, _| {});
+        Ok(losses)
+    }
+
+    /// The parameter gradients of the last non-frozen backward pass (on the device).
+    pub fn grads_buffer(&self) -> Option<&B::Buffer> {
+        self.grads.as_ref()
     }
 
     /// A plain probe of the MLP activations, for reference implementations of the attribution
@@ -482,7 +576,7 @@ impl<B: Backend> Model<B> {
         });
         let losses = self.download_slot(l.losses);
         let mut dact = Vec::new();
-        self.backward_ops(b, t, 1.0 / n_targets as f32, &mut |layer, d| {
+        self.backward_ops(b, t, 1.0 / n_targets as f32, false, false, &mut |layer, d| {
             if layer == tap {
                 dact = dev.download_f32(d);
             }
@@ -491,8 +585,10 @@ impl<B: Backend> Model<B> {
     }
 
     /// The op sequence of the backward pass, walking the forward in reverse. `after_dact(l, d)` sees
-    /// d(loss)/d(layer l's MLP post-activation) before the activation backward overwrites it.
-    fn backward_ops(&self, b: usize, t: usize, dloss: f32, after_dact: &mut dyn FnMut(usize, View<'_, B::Buffer>)) {
+    /// d(loss)/d(layer l's MLP post-activation) before the activation backward overwrites it. Each
+    /// position's loss is scaled by `dloss` (and, with `weighted`, by its entry in the weights slot).
+    /// `frozen` computes activation gradients only (plus the masks' score gradients).
+    fn backward_ops(&self, b: usize, t: usize, dloss: f32, weighted: bool, frozen: bool, after_dact: &mut dyn FnMut(usize, View<'_, B::Buffer>)) {
         let cfg = &self.cfg;
         let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
         let n = b * t;
@@ -500,37 +596,68 @@ impl<B: Backend> Model<B> {
         let g = a.grad.as_ref().unwrap();
         let l = &a.layout;
         let dev = &self.dev;
-        let grads = self.grads.as_ref().unwrap();
+        let grads = if frozen { None } else { self.grads.as_ref() };
         let av = |s: Slot| View::new(&a.buf, s.off, s.len);
         let pv = |k: ParamKind, layer: usize| View::new(&self.params, self.layout.offset(k, layer), self.layout.len(k));
-        let gv = |k: ParamKind, layer: usize| View::new(grads, self.layout.offset(k, layer), self.layout.len(k));
+        // Parameter-gradient views; a frozen pass has none (`gs` sends LayerNorm's to the sink).
+        let gv = |k: ParamKind, layer: usize| grads.map(|g| View::new(g, self.layout.offset(k, layer), self.layout.len(k)));
+        let gs = |k: ParamKind, layer: usize, half: usize| gv(k, layer).unwrap_or_else(|| View::new(&g.sink, half * c, c));
         let (dres, dbtc, dqkv, dfch) =
             (dev.view(&g.dres), dev.view(&g.dbtc), dev.view(&g.dqkv), dev.view(&g.dfch));
         use ParamKind::*;
 
-        dev.exec(Op::Fill { dst: dev.view(grads), value: 0.0 });
+        if let Some(grads) = grads {
+            dev.exec(Op::Fill { dst: dev.view(grads), value: 0.0 });
+        }
+        if let Some(m) = &self.weight_masks {
+            dev.exec(Op::Fill { dst: dev.view(&m.dscores), value: 0.0 });
+        }
+        if grads.is_none() {
+            dev.exec(Op::Fill { dst: dev.view(&g.sink), value: 0.0 });
+        }
         // d(logits) overwrites the probabilities in place.
         let dlogits = av(l.probs);
-        dev.exec(Op::CrossEntropyBackward { dlogits, probs: av(l.probs), targets: av(l.targets), scale: dloss, n, v });
-        dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: Some(gv(Wte, 0)), dbias: None, dout: dlogits, inp: av(l.lnf), weight: pv(Wte, 0), n, c, oc: v, layout: WeightLayout::OutIn });
+        let weights = weighted.then(|| av(l.weights));
+        dev.exec(Op::CrossEntropyBackward { dlogits, probs: av(l.probs), targets: av(l.targets), scale: dloss, weights, n, v });
+        dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: gv(Wte, 0), dbias: None, dout: dlogits, inp: av(l.lnf), weight: pv(Wte, 0), n, c, oc: v, layout: WeightLayout::OutIn });
         dev.exec(Op::Fill { dst: dres, value: 0.0 });
         let top = av(l.residual(cfg.n_layer));
-        dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gv(LnfW, 0), dbias: gv(LnfB, 0), dout: dbtc, inp: top, weight: pv(LnfW, 0), mean: av(l.lnf_mean), rstd: av(l.lnf_rstd), n, c });
+        dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gs(LnfW, 0, 0), dbias: gs(LnfB, 0, 1), dout: dbtc, inp: top, weight: pv(LnfW, 0), mean: av(l.lnf_mean), rstd: av(l.lnf_rstd), n, c });
         for li in (0..cfg.n_layer).rev() {
             let s = &l.layers[li];
             // MLP: res3 = res2 + proj(act(fc(ln2(res2)))); d(res3) is in dres.
-            dev.exec(Op::MatmulBackward { dinp: Some(dfch), dweight: Some(gv(FcProjW, li)), dbias: Some(gv(FcProjB, li)), dout: dres, inp: av(s.fch_act), weight: pv(FcProjW, li), n, c: 4 * c, oc: c, layout: WeightLayout::InOut });
+            self.mlp_matmul_backward(dfch, dres, av(s.fch_act), li, true, grads, n);
             after_dact(li, dfch.slice(0, n * 4 * c));
             dev.exec(Op::ActivationBackward { dinp: dfch, inp: av(s.fch), dout: dfch, n: n * 4 * c, act: cfg.activation });
-            dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: Some(gv(FcW, li)), dbias: Some(gv(FcB, li)), dout: dfch, inp: av(s.ln2), weight: pv(FcW, li), n, c, oc: 4 * c, layout: WeightLayout::InOut });
-            dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gv(Ln2W, li), dbias: gv(Ln2B, li), dout: dbtc, inp: av(s.res2), weight: pv(Ln2W, li), mean: av(s.ln2_mean), rstd: av(s.ln2_rstd), n, c });
+            self.mlp_matmul_backward(dbtc, dfch, av(s.ln2), li, false, grads, n);
+            dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gs(Ln2W, li, 0), dbias: gs(Ln2B, li, 1), dout: dbtc, inp: av(s.res2), weight: pv(Ln2W, li), mean: av(s.ln2_mean), rstd: av(s.ln2_rstd), n, c });
             // Attention: res2 = res + proj(attn(qkv(ln1(res)))); d(res2) is in dres.
-            dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: Some(gv(AttnProjW, li)), dbias: Some(gv(AttnProjB, li)), dout: dres, inp: av(s.atty), weight: pv(AttnProjW, li), n, c, oc: c, layout: WeightLayout::InOut });
+            dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: gv(AttnProjW, li), dbias: gv(AttnProjB, li), dout: dres, inp: av(s.atty), weight: pv(AttnProjW, li), n, c, oc: c, layout: WeightLayout::InOut });
             dev.exec(Op::AttentionBackward { dqkv, scratch: dev.view(&g.datt), dout: dbtc, qkv: av(s.qkv), att: av(s.att), b, t, c, nh });
-            dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: Some(gv(AttnW, li)), dbias: Some(gv(AttnB, li)), dout: dqkv, inp: av(s.ln1), weight: pv(AttnW, li), n, c, oc: 3 * c, layout: WeightLayout::InOut });
-            dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gv(Ln1W, li), dbias: gv(Ln1B, li), dout: dbtc, inp: av(l.residual(li)), weight: pv(Ln1W, li), mean: av(s.ln1_mean), rstd: av(s.ln1_rstd), n, c });
+            dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: gv(AttnW, li), dbias: gv(AttnB, li), dout: dqkv, inp: av(s.ln1), weight: pv(AttnW, li), n, c, oc: 3 * c, layout: WeightLayout::InOut });
+            dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gs(Ln1W, li, 0), dbias: gs(Ln1B, li, 1), dout: dbtc, inp: av(l.residual(li)), weight: pv(Ln1W, li), mean: av(s.ln1_mean), rstd: av(s.ln1_rstd), n, c });
         }
-        dev.exec(Op::EncoderBackward { dwte: gv(Wte, 0), dwpe: gv(Wpe, 0), dout: dres, tokens: av(l.tokens), b, t, c, pos0: 0 });
+        if let (Some(dwte), Some(dwpe)) = (gv(Wte, 0), gv(Wpe, 0)) {
+            dev.exec(Op::EncoderBackward { dwte, dwpe, dout: dres, tokens: av(l.tokens), b, t, c, pos0: 0 });
+        }
+    }
+
+    /// Backward of `mlp_matmul_forward`: dinp (overwritten), and the weight and bias gradients into
+    /// `grads` — or, with weight masks set, the straight-through score gradients instead.
+    #[allow(clippy::too_many_arguments)]
+    fn mlp_matmul_backward(&self, dinp: View<'_, B::Buffer>, dout: View<'_, B::Buffer>, inp: View<'_, B::Buffer>, li: usize, proj: bool, grads: Option<&B::Buffer>, n: usize) {
+        let (c, f) = (self.cfg.n_embd, self.cfg.n_inner());
+        let (wk, bk, ic, oc) = if proj { (ParamKind::FcProjW, ParamKind::FcProjB, f, c) } else { (ParamKind::FcW, ParamKind::FcB, c, f) };
+        let view = |buf, k: ParamKind| View::new(buf, self.layout.offset(k, li), self.layout.len(k));
+        let weight = view(&self.params, wk);
+        let op = match &self.weight_masks {
+            Some(m) => {
+                let tensor = 2 * li + proj as usize;
+                Op::MaskedMatmulBackward { dinp: Some(dinp), dscores: Some(m.dscores_of(tensor)), dout, inp, weight, scores: m.scores_of(tensor), cut: m.cut_of(tensor), n, c: ic, oc }
+            }
+            None => Op::MatmulBackward { dinp: Some(dinp), dweight: grads.map(|g| view(g, wk)), dbias: grads.map(|g| view(g, bk)), dout, inp, weight, n, c: ic, oc, layout: WeightLayout::InOut },
+        };
+        self.dev.exec(op);
     }
 
     /// One AdamW update with the current gradients.

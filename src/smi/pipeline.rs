@@ -510,6 +510,7 @@ pub fn psmi_on_device<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Direc
     let mut ksg_mi = Vec::new();
     let mut stats = given.cloned();
     if !single && (stats.is_none() || ksg.is_some()) {
+        let _phase = dev.profile.phase("screen: statistics pass");
         let (s, k) = first_pass(&r, 0..inp.n, FirstPass { stats: stats.is_none(), ksg }, &|j| report(0, j))?;
         ksg_mi = k;
         stats = stats.or(s);
@@ -522,6 +523,7 @@ pub fn psmi_on_device<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Direc
     let mut excluded = vec![false; slices];
     let mut summaries = Vec::with_capacity(inp.n);
     let blocks = r.blocks();
+    let scoring = dev.profile.phase("screen: scoring pass");
     for (i0, m) in r.chunks(0..inp.n) {
         r.upload_chunk(i0, m);
         for &(j0, j1) in &blocks {
@@ -554,6 +556,7 @@ pub fn psmi_on_device<B: Backend>(dev: &Device<B>, inp: &Input<'_>, dirs: &Direc
             report(1, (i0 + m) * slices / inp.n);
         }
     }
+    drop(scoring);
     let excluded: Vec<usize> = excluded.iter().enumerate().filter(|(_, &e)| e).map(|(j, _)| j).collect();
     if excluded.len() == slices {
         return Err(Error::Numerical(format!("all {slices} slices are degenerate (some class is constant on every slice)")));

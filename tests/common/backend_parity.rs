@@ -165,8 +165,8 @@ pub fn map_op<'a, B>(op: &Op<'static, Id>, bufs: &'a [B]) -> Op<'a, B> {
         Op::SoftmaxCrossEntropyForward { losses, probs, logits, targets, n, v } => Op::SoftmaxCrossEntropyForward {
             losses: m(losses), probs: m(probs), logits: m(logits), targets: m(targets), n, v,
         },
-        Op::CrossEntropyBackward { dlogits, probs, targets, scale, n, v } => {
-            Op::CrossEntropyBackward { dlogits: m(dlogits), probs: m(probs), targets: m(targets), scale, n, v }
+        Op::CrossEntropyBackward { dlogits, probs, targets, weights, scale, n, v } => {
+            Op::CrossEntropyBackward { dlogits: m(dlogits), probs: m(probs), targets: m(targets), weights: mo(weights), scale, n, v }
         }
         Op::AdamW { params, grads, m: mm, v, step, lr, beta1, beta2, eps, weight_decay } => Op::AdamW {
             params: m(params), grads: m(grads), m: m(mm), v: m(v), step, lr, beta1, beta2, eps, weight_decay,
@@ -203,6 +203,18 @@ pub fn map_op<'a, B>(op: &Op<'static, Id>, bufs: &'a [B]) -> Op<'a, B> {
         Op::SmiKsg { mi, proj, labels, scratch, n, k, classes, neighbors } => Op::SmiKsg {
             mi: m(mi), proj: m(proj), labels: m(labels), scratch: m(scratch), n, k, classes, neighbors,
         },
+        Op::SelectRank { cut, x, y, n, k, key } => Op::SelectRank { cut: m(cut), x: m(x), y: mo(y), n, k, key },
+        Op::MaskApply { w, x, y, cut, n, key, below } => Op::MaskApply { w: m(w), x: m(x), y: mo(y), cut: m(cut), n, key, below },
+        Op::MaskedMatmulForward { out, inp, weight, bias, scores, cut, n, c, oc } => Op::MaskedMatmulForward {
+            out: m(out), inp: m(inp), weight: m(weight), bias: mo(bias), scores: m(scores), cut: m(cut), n, c, oc,
+        },
+        Op::MaskedMatmulBackward { dinp, dscores, dout, inp, weight, scores, cut, n, c, oc } => Op::MaskedMatmulBackward {
+            dinp: mo(dinp), dscores: mo(dscores), dout: m(dout), inp: m(inp), weight: m(weight), scores: m(scores), cut: m(cut), n, c, oc,
+        },
+        Op::SgdMomentum { params, grads, buf, lr, momentum, weight_decay, first } => {
+            Op::SgdMomentum { params: m(params), grads: m(grads), buf: m(buf), lr, momentum, weight_decay, first }
+        }
+        Op::SouScores { out, w, g, n, block, lambda } => Op::SouScores { out: m(out), w: m(w), g: m(g), n, block, lambda },
     }
 }
 

@@ -215,9 +215,15 @@ pub fn crossentropy<B: Backend>(p: &Pair<B>) {
         p.check(&format!("{what} losses"), &losses);
         p.check(&format!("{what} probs"), &probs);
         let dlogits = p.rand(n * v_);
-        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&dlogits), probs: v(&probs), targets: v(&targets), scale: 0.37, n, v: v_ });
+        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&dlogits), probs: v(&probs), targets: v(&targets), weights: None, scale: 0.37, n, v: v_ });
         p.check(&format!("{what} dlogits"), &dlogits);
-        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&probs), probs: v(&probs), targets: v(&targets), scale: 1.0, n, v: v_ });
+        // Signed per-row weights (BalancedSubnet/Greedy), one of them 0, from a view offset.
+        let mut wv = p.random(n + 2, 2.0);
+        wv[n / 2 + 2] = 0.0;
+        let weights = p.f32s(&wv);
+        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&dlogits), probs: v(&probs), targets: v(&targets), weights: Some(v(&weights).slice(2, n)), scale: 0.37, n, v: v_ });
+        p.check(&format!("{what} weighted dlogits"), &dlogits);
+        run_both!(p, |v| Op::CrossEntropyBackward { dlogits: v(&probs), probs: v(&probs), targets: v(&targets), weights: None, scale: 1.0, n, v: v_ });
         p.check(&format!("{what} dlogits in place"), &probs);
     }
 }
@@ -548,4 +554,118 @@ pub fn smi_ksg<B: Backend>(p: &Pair<B>) {
     }
     assert!(informative >= 8, "the KSG checks compare too few nonzero MI values ({informative})");
     println!("smi_ksg on {}: worst |Δ MI| {}", p.dev.backend.name(), report.join(", "));
+}
+
+// ---- masked-weight unlearning ops (issue 7; src/backend/cpu/mask.rs) ----
+
+use memsieve::backend::SelectKey;
+
+/// Values with many ties in |x|: ±0, magnitudes on a 1/8 grid with both signs, runs of one value.
+fn tied_values<B: Backend>(p: &Pair<B>, n: usize) -> Vec<f32> {
+    p.random(n, 1.0)
+        .into_iter()
+        .enumerate()
+        .map(|(j, r)| match j % 6 {
+            0 => 0.0,
+            1 => -0.0,
+            2 => 0.75,
+            3 => -0.75,
+            _ => (r * 8.0).round() / 8.0,
+        })
+        .collect()
+}
+
+/// SelectRank's cut (exact words) and MaskApply below and above it, for both key kinds, with and
+/// without y, at ranks 0, 1, n/2, n − 1 and n, on tied values; then Greedy's in-place arg-max form.
+pub fn select_mask<B: Backend>(p: &Pair<B>) {
+    for n in [1usize, 7, 301, 4099] {
+        let xv = tied_values(p, n);
+        // y on a small grid of both signs (x·y stays exact and far from denormals).
+        let yv: Vec<f32> = p.ints(n, 5).into_iter().map(|i| [-2.0, -0.5, 0.5, 1.0, 3.0][i as usize]).collect();
+        let (x, y) = (p.f32s(&xv), p.f32s(&yv));
+        let mut ks = vec![0, 1, n / 2, n - 1, n];
+        ks.dedup();
+        for key in [SelectKey::Abs, SelectKey::Signed] {
+            for with_y in [false, true] {
+                for &k in ks.iter().filter(|&&k| k <= n) {
+                    let what = format!("select_rank n={n} k={k} {key:?} y={with_y}");
+                    // The cut sits at a view offset inside a larger buffer.
+                    let cut = p.u32s(&[7, 7, 7, 7]);
+                    run_both!(p, |v| Op::SelectRank { cut: v(&cut).slice(1, 2), x: v(&x), y: with_y.then(|| v(&y)), n, k, key });
+                    p.check_u32(&what, &cut);
+                    for below in [true, false] {
+                        let w = p.rand(n + 3);
+                        run_both!(p, |v| Op::MaskApply { w: v(&w).slice(3, n), x: v(&x), y: with_y.then(|| v(&y)), cut: v(&cut).slice(1, 2), n, key, below });
+                        p.check(&format!("mask_apply after {what} below={below}"), &w);
+                    }
+                }
+            }
+        }
+        // Greedy: zero the arg-max of params·grads in place (w = x).
+        let params = p.f32s(&xv);
+        let cut = p.u32s(&[0, 0]);
+        run_both!(p, |v| Op::SelectRank { cut: v(&cut), x: v(&params), y: Some(v(&y)), n, k: n - 1, key: SelectKey::Signed });
+        run_both!(p, |v| Op::MaskApply { w: v(&params), x: v(&params), y: Some(v(&y)), cut: v(&cut), n, key: SelectKey::Signed, below: false });
+        p.check_u32(&format!("greedy cut n={n}"), &cut);
+        p.check(&format!("greedy mask_apply in place n={n}"), &params);
+    }
+}
+
+/// The masked matmul forward and backward (dinp, the straight-through dscores, each alone and both)
+/// on shapes not multiples of the 64-wide tiles, rows 1/7/301 and 1100 (the GPUs' split-k path of
+/// the dscores GEMM), TinyMem's c_fc and c_proj, masks at ranks 0, 1, half, all but one and all.
+pub fn masked_matmul<B: Backend>(p: &Pair<B>) {
+    for (n, c, oc) in [(1, 33, 70), (7, 33, 70), (301, 70, 33), (1100, 33, 70), (37, 128, 512), (9, 512, 128)] {
+        let cw = c * oc;
+        let mut sv = p.random(cw, 1.0);
+        // Ties in |S|: equal magnitudes of both signs and ±0 (sign 0 in the straight-through gradient).
+        for j in (0..cw).step_by(5) {
+            sv[j] = if j % 10 == 0 { 0.25 } else { -0.25 };
+        }
+        sv[1] = 0.0;
+        sv[2] = -0.0;
+        let (inp, w, bias, s) = (p.rand(n * c), p.rand(cw), p.rand(oc), p.f32s(&sv));
+        for k in [0, 1, cw / 2, cw - 1, cw] {
+            let what = format!("masked_matmul n={n} c={c} oc={oc} k={k}");
+            let cut = p.u32s(&[0, 0]);
+            run_both!(p, |v| Op::SelectRank { cut: v(&cut), x: v(&s), y: None, n: cw, k, key: SelectKey::Abs });
+            for with_bias in [true, false] {
+                let out = p.rand(n * oc);
+                run_both!(p, |v| Op::MaskedMatmulForward { out: v(&out), inp: v(&inp), weight: v(&w), bias: with_bias.then(|| v(&bias)), scores: v(&s), cut: v(&cut), n, c, oc });
+                p.check(&format!("{what} forward bias={with_bias}"), &out);
+            }
+            let dout = p.rand(n * oc);
+            for (with_dinp, with_ds) in [(true, true), (true, false), (false, true)] {
+                let (dinp, ds) = (p.rand(n * c), p.rand(cw));
+                run_both!(p, |v| Op::MaskedMatmulBackward { dinp: with_dinp.then(|| v(&dinp)), dscores: with_ds.then(|| v(&ds)), dout: v(&dout), inp: v(&inp), weight: v(&w), scores: v(&s), cut: v(&cut), n, c, oc });
+                p.check(&format!("{what} dinp ({with_dinp}, {with_ds})"), &dinp);
+                p.check(&format!("{what} dscores ({with_dinp}, {with_ds})"), &ds);
+            }
+        }
+    }
+}
+
+/// SOU saliency (a partial last block, an all-zero block, one dominant gradient, block 1 and a
+/// block longer than n) and three SGD-with-momentum steps (the first, then two that use the buffer).
+pub fn sou_sgd<B: Backend>(p: &Pair<B>) {
+    for (n, block) in [(137, 50), (1, 50), (301, 7), (40, 1), (1037, 50)] {
+        let mut gv = p.random(n, 1e-3);
+        for g in gv.iter_mut().skip(50).take(50) {
+            *g = 0.0;
+        }
+        if n > 120 {
+            gv[120] = 1e-2;
+        }
+        let (w, g, out) = (p.rand(n), p.f32s(&gv), p.rand(n + 2));
+        run_both!(p, |v| Op::SouScores { out: v(&out).slice(2, n), w: v(&w), g: v(&g), n, block, lambda: 1e-7 });
+        p.check(&format!("sou_scores n={n} block={block}"), &out);
+    }
+    let n = 1237;
+    let (params, buf) = (p.rand(n), p.rand(n));
+    for step in 0..3 {
+        let grads = p.f32s(&p.random(n, 0.5));
+        run_both!(p, |v| Op::SgdMomentum { params: v(&params), grads: v(&grads), buf: v(&buf), lr: 0.1, momentum: 0.9, weight_decay: 5e-4, first: step == 0 });
+        p.check(&format!("sgd_momentum step {step} params"), &params);
+        p.check(&format!("sgd_momentum step {step} buf"), &buf);
+    }
 }

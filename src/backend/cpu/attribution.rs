@@ -110,7 +110,7 @@ pub fn row_backward(dqkv: V, dout: V, qkv: V, ctx: V, att: V, index: V, n: usize
 }
 
 pub fn target_prob_backward(dlogits: V, probs: V, targets: V, n: usize, v: usize, log: bool) {
-    super::crossentropy::per_target_row(dlogits, probs, targets, n, v, |d, target| {
+    super::crossentropy::per_target_row(dlogits, probs, targets, n, v, |d, target, _| {
         let weight = if log { 1.0 } else { d[target] };
         for (j, x) in d.iter_mut().enumerate() {
             let ind = if j == target { 1.0 } else { 0.0 };

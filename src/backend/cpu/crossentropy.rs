@@ -27,18 +27,21 @@ pub fn forward(losses: V, probs: V, logits: V, targets: V, n: usize, v: usize) {
     });
 }
 
-pub fn backward(dlogits: V, probs: V, targets: V, scale: f32, n: usize, v: usize) {
-    per_target_row(dlogits, probs, targets, n, v, |d, target| {
+/// Each row's multiplier is scale·weights[i], folded first (as on every backend).
+pub fn backward(dlogits: V, probs: V, targets: V, weights: Option<V>, scale: f32, n: usize, v: usize) {
+    let weights = weights.map(rd);
+    per_target_row(dlogits, probs, targets, n, v, |d, target, i| {
+        let s = weights.map_or(scale, |w| scale * w[i]);
         for (j, x) in d.iter_mut().enumerate() {
             let ind = if j == target { 1.0 } else { 0.0 };
-            *x = (*x - ind) * scale;
+            *x = (*x - ind) * s;
         }
     });
 }
 
-/// dlogits row i ← grad(probs row i, target i) for rows with a target (0 elsewhere); `grad` gets the
-/// row's probabilities in place. dlogits may be probs itself.
-pub(super) fn per_target_row(dlogits: V, probs: V, targets: V, n: usize, v: usize, grad: impl Fn(&mut [f32], usize) + Sync) {
+/// dlogits row i ← grad(probs row i, target i, i) for rows with a target (0 elsewhere); `grad` gets
+/// the row's probabilities in place. dlogits may be probs itself.
+pub(super) fn per_target_row(dlogits: V, probs: V, targets: V, n: usize, v: usize, grad: impl Fn(&mut [f32], usize, usize) + Sync) {
     let tg = rd_u32(targets);
     let in_place = same(dlogits, probs);
     let p: &[f32] = if in_place { &[] } else { rd(probs) };
@@ -51,6 +54,6 @@ pub(super) fn per_target_row(dlogits: V, probs: V, targets: V, n: usize, v: usiz
         if !in_place {
             d.copy_from_slice(&p[i * v..(i + 1) * v]);
         }
-        grad(d, target as usize);
+        grad(d, target as usize, i);
     });
 }

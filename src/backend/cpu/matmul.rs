@@ -45,7 +45,7 @@ unsafe fn gemm1(
 
 /// y[n, oc] = x[n, k] · w (w as [k, oc] by strides), plus bias rows when given; blocked as above.
 #[allow(clippy::too_many_arguments)]
-fn rows_times_w(y: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize, k: usize, oc: usize, w_rs: isize, w_cs: isize) {
+pub(super) fn rows_times_w(y: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize, k: usize, oc: usize, w_rs: isize, w_cs: isize) {
     let (wp, xp) = (SyncPtr(w.as_ptr() as *mut f32), SyncPtr(x.as_ptr() as *mut f32));
     if n >= 2 * ROW_BLOCK {
         // Equal blocks, a multiple of the worker count, so no worker idles at the end.
@@ -207,39 +207,7 @@ pub fn backward(
         rows_times_w(wr(dinp), dy, w, None, n, oc, c, w_cs, w_rs);
     }
     if let Some(dweight) = dweight {
-        let dw = wr(dweight);
-        // dW as [m, nn] (InOut: [c, oc] = inpᵀ·dout; OutIn: [oc, c] = doutᵀ·inp) over the n rows.
-        let (m, nn, a, a_w, b, b_w) = match layout {
-            WeightLayout::InOut => (c, oc, x, c, dy, oc),
-            WeightLayout::OutIn => (oc, c, dy, oc, x, c),
-        };
-        let chunks = 2 * n.div_ceil(2 * K_CHUNK);
-        let per = n.div_ceil(chunks);
-        if chunks * m * nn <= MAX_PARTIAL_WORDS {
-            let parts: Vec<Vec<f32>> = (0..chunks)
-                .into_par_iter()
-                .filter(|i| i * per < n)
-                .map(|i| {
-                    let k0 = i * per;
-                    let kk = per.min(n - k0);
-                    let mut p = vec![0f32; m * nn];
-                    unsafe {
-                        gemm1(m, nn, kk, p.as_mut_ptr(), nn, false, a[k0 * a_w..].as_ptr(), 1, a_w as isize, b[k0 * b_w..].as_ptr(), b_w as isize, 1, Parallelism::None)
-                    }
-                    p
-                })
-                .collect();
-            dw[..m * nn].par_chunks_mut(4096).enumerate().for_each(|(ci, d)| {
-                for p in &parts {
-                    for (di, pi) in d.iter_mut().zip(&p[ci * 4096..]) {
-                        *di += pi;
-                    }
-                }
-            });
-        } else {
-            let par = Parallelism::Rayon(rayon::current_num_threads());
-            unsafe { gemm1(m, nn, n, dw.as_mut_ptr(), nn, true, a.as_ptr(), 1, a_w as isize, b.as_ptr(), b_w as isize, 1, par) }
-        }
+        dweight_into(wr(dweight), x, dy, n, c, oc, layout);
     }
     if let Some(dbias) = dbias {
         let partials: Vec<Vec<f32>> = dy[..n * oc]
@@ -260,6 +228,44 @@ pub fn backward(
                 *d += pi;
             }
         }
+    }
+}
+
+/// dw += the weight gradient over n rows (InOut: [c, oc] = xᵀ·dy; OutIn: [oc, c] = dyᵀ·x), in fixed
+/// row chunks summed in chunk order (see K_CHUNK).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dweight_into(dw: &mut [f32], x: &[f32], dy: &[f32], n: usize, c: usize, oc: usize, layout: WeightLayout) {
+    // dW as [m, nn] (InOut: [c, oc] = inpᵀ·dout; OutIn: [oc, c] = doutᵀ·inp) over the n rows.
+    let (m, nn, a, a_w, b, b_w) = match layout {
+        WeightLayout::InOut => (c, oc, x, c, dy, oc),
+        WeightLayout::OutIn => (oc, c, dy, oc, x, c),
+    };
+    let chunks = 2 * n.div_ceil(2 * K_CHUNK);
+    let per = n.div_ceil(chunks);
+    if chunks * m * nn <= MAX_PARTIAL_WORDS {
+        let parts: Vec<Vec<f32>> = (0..chunks)
+            .into_par_iter()
+            .filter(|i| i * per < n)
+            .map(|i| {
+                let k0 = i * per;
+                let kk = per.min(n - k0);
+                let mut p = vec![0f32; m * nn];
+                unsafe {
+                    gemm1(m, nn, kk, p.as_mut_ptr(), nn, false, a[k0 * a_w..].as_ptr(), 1, a_w as isize, b[k0 * b_w..].as_ptr(), b_w as isize, 1, Parallelism::None)
+                }
+                p
+            })
+            .collect();
+        dw[..m * nn].par_chunks_mut(4096).enumerate().for_each(|(ci, d)| {
+            for p in &parts {
+                for (di, pi) in d.iter_mut().zip(&p[ci * 4096..]) {
+                    *di += pi;
+                }
+            }
+        });
+    } else {
+        let par = Parallelism::Rayon(rayon::current_num_threads());
+        unsafe { gemm1(m, nn, n, dw.as_mut_ptr(), nn, true, a.as_ptr(), 1, a_w as isize, b.as_ptr(), b_w as isize, 1, par) }
     }
 }
 

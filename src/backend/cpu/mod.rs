@@ -9,6 +9,7 @@ mod crossentropy;
 mod elementwise;
 mod encoder;
 mod layernorm;
+mod mask;
 mod matmul;
 mod smi;
 
@@ -57,6 +58,12 @@ pub(crate) fn rd_len(b: &CpuBuffer) -> usize {
 #[inline]
 pub(crate) fn rd_u32<'a>(v: View<'a, CpuBuffer>) -> &'a [u32] {
     bytemuck::cast_slice(rd(v))
+}
+
+/// Write access to a view's words as u32.
+#[inline]
+pub(crate) fn wr_u32<'a>(v: View<'a, CpuBuffer>) -> &'a mut [u32] {
+    bytemuck::cast_slice_mut(wr(v))
 }
 
 #[inline]
@@ -112,6 +119,12 @@ impl Backend for CpuBackend {
 
     fn name(&self) -> &'static str {
         "cpu"
+    }
+
+    fn peaks(&self) -> Option<crate::machine::Peaks> {
+        // Threads beyond the logical CPUs add no FMA units.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Some(crate::machine::cpu_peaks(self.threads().min(cpus)))
     }
 
     fn alloc(&self, len: usize) -> Result<CpuBuffer> {
@@ -226,8 +239,8 @@ impl Backend for CpuBackend {
             Op::SoftmaxCrossEntropyForward { losses, probs, logits, targets, n, v } => {
                 crossentropy::forward(losses, probs, logits, targets, n, v)
             }
-            Op::CrossEntropyBackward { dlogits, probs, targets, scale, n, v } => {
-                crossentropy::backward(dlogits, probs, targets, scale, n, v)
+            Op::CrossEntropyBackward { dlogits, probs, targets, weights, scale, n, v } => {
+                crossentropy::backward(dlogits, probs, targets, weights, scale, n, v)
             }
             Op::AdamW { params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay } => {
                 adamw::update(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay)
@@ -256,6 +269,18 @@ impl Backend for CpuBackend {
             }
             Op::IgReduce { ig, grads, src, index, n, m, w } => attribution::ig_reduce(ig, grads, src, index, n, m, w),
             Op::SmiKsg { mi, proj, labels, n, k, classes, neighbors, .. } => smi::ksg(mi, proj, labels, n, k, classes, neighbors),
+            Op::SelectRank { cut, x, y, n, k, key } => mask::select_rank(cut, x, y, n, k, key),
+            Op::MaskApply { w, x, y, cut, n, key, below } => mask::mask_apply(w, x, y, cut, n, key, below),
+            Op::MaskedMatmulForward { out, inp, weight, bias, scores, cut, n, c, oc } => {
+                mask::masked_forward(out, inp, weight, bias, scores, cut, n, c, oc)
+            }
+            Op::MaskedMatmulBackward { dinp, dscores, dout, inp, weight, scores, cut, n, c, oc } => {
+                mask::masked_backward(dinp, dscores, dout, inp, weight, scores, cut, n, c, oc)
+            }
+            Op::SgdMomentum { params, grads, buf, lr, momentum, weight_decay, first } => {
+                mask::sgd_momentum(params, grads, buf, lr, momentum, weight_decay, first)
+            }
+            Op::SouScores { out, w, g, n, block, lambda } => mask::sou_scores(out, w, g, n, block, lambda),
         }
     }
 }

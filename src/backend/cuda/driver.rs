@@ -29,19 +29,24 @@ pub fn devices() -> std::result::Result<Vec<DeviceInfo>, String> {
         .map(|i| {
             let dev = cu::device::get(i).map_err(|e| format!("device {i}: {e}"))?;
             let name = cu::device::get_name(dev).map_err(|e| format!("device {i}: {e}"))?;
+            use sys::CUdevice_attribute as A;
             // Safety: `dev` is a valid device handle.
-            let (major, minor, mem) = unsafe {
-                (
-                    cu::device::get_attribute(dev, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
-                    cu::device::get_attribute(dev, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
-                    cu::device::total_mem(dev),
-                )
-            };
+            let attr = |a: A| unsafe { cu::device::get_attribute(dev, a) }.map_err(|e| format!("device {i}: {e}"));
+            // Safety: as above.
+            let mem = unsafe { cu::device::total_mem(dev) };
             Ok(DeviceInfo {
                 ordinal: i as usize,
                 name,
-                compute_capability: (major.map_err(|e| e.to_string())?, minor.map_err(|e| e.to_string())?),
+                compute_capability: (
+                    attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+                    attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+                ),
                 memory_bytes: mem.map_err(|e| e.to_string())?,
+                // Properties for the derived peaks; 0 where the driver no longer reports one.
+                sms: attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).unwrap_or(0),
+                clock_khz: attr(A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE).unwrap_or(0),
+                mem_clock_khz: attr(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE).unwrap_or(0),
+                bus_bits: attr(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH).unwrap_or(0),
             })
         })
         .collect()
@@ -53,6 +58,19 @@ pub struct DeviceInfo {
     pub name: String,
     pub compute_capability: (i32, i32),
     pub memory_bytes: usize,
+    pub sms: i32,
+    /// Peak SM clock (kHz).
+    pub clock_khz: i32,
+    /// Peak memory clock (kHz).
+    pub mem_clock_khz: i32,
+    pub bus_bits: i32,
+}
+
+impl DeviceInfo {
+    /// FP32 and bandwidth peaks derived from the properties above.
+    pub fn peaks(&self) -> Option<crate::machine::Peaks> {
+        crate::machine::cuda_peaks(self.sms, self.clock_khz, self.mem_clock_khz, self.bus_bits, self.compute_capability)
+    }
 }
 
 /// One CUBIN image per kernel file, in `kernels::FILES` order.
@@ -149,6 +167,25 @@ impl DriverLauncher {
 impl Launcher for DriverLauncher {
     type Mem = DriverMem;
     const NAME: &'static str = "cuda";
+    const TIMING: crate::backend::profile::Timing = crate::backend::profile::Timing::CudaEvents;
+
+    fn timed(&self, f: &mut dyn FnMut()) -> Option<std::time::Duration> {
+        self.bind();
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let Ok(start) = self.stream.record_event(flags) else {
+            f();
+            return None;
+        };
+        f();
+        let end = self.stream.record_event(flags).ok()?;
+        // elapsed_ms waits for both events.
+        let ms = start.elapsed_ms(&end).ok()?;
+        Some(std::time::Duration::from_secs_f64(ms as f64 / 1e3))
+    }
+
+    fn peaks(&self) -> Option<crate::machine::Peaks> {
+        self.info.peaks()
+    }
 
     fn describe(&self) -> String {
         let (major, minor) = self.info.compute_capability;

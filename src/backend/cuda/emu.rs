@@ -105,6 +105,7 @@ impl EmuLauncher {
 impl Launcher for EmuLauncher {
     type Mem = EmuMem;
     const NAME: &'static str = "cuda-emu";
+    const TIMING: crate::backend::profile::Timing = crate::backend::profile::Timing::EmulatorWall;
 
     fn describe(&self) -> String {
         "CUDA emulator on the cpu (kernels/*.cu compiled by the C++ compiler)".into()

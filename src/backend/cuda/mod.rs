@@ -37,6 +37,18 @@ pub trait Launcher: Send + Sync + 'static {
     /// Queue one kernel; `params` are cuLaunchKernel's kernelParams (pointers to the argument values).
     fn launch(&self, kernel: &'static str, grid: Dim, block: Dim, shared_bytes: u32, params: &mut [*mut c_void]);
     fn synchronize(&self);
+    /// How `timed` measures (the profiler's label).
+    const TIMING: crate::backend::profile::Timing;
+    /// Run `f` (which queues launches) and return the device time it took, where the launcher can
+    /// measure one (CUDA events); None leaves the host's wall time.
+    fn timed(&self, f: &mut dyn FnMut()) -> Option<std::time::Duration> {
+        f();
+        None
+    }
+    /// Peak FP32 compute and memory bandwidth from the device's properties.
+    fn peaks(&self) -> Option<crate::machine::Peaks> {
+        None
+    }
 }
 
 /// A buffer of the cuda backend: the allocation and its length in words.
@@ -119,6 +131,9 @@ fn row_threads(width: usize, max: u32) -> u32 {
 
 /// Threads of the one-block-per-row SMI kernels (kernels/smi.cu's SMI_THREADS).
 const SMI_THREADS: u32 = 256;
+
+/// Threads of the one-block rank selection (kernels/mask.cu's SELECT_THREADS).
+const SELECT_THREADS: u32 = 1024;
 
 /// Threads per attention block (one query or key row each).
 const ATTENTION_THREADS: u32 = 64;
@@ -220,35 +235,52 @@ impl<L: Launcher> CudaBackend<L> {
         }
     }
 
-    /// out[m, n] (= or +=) a[m, k]·b[k, n] (+ bias), operands by (row, column) strides.
+    /// One launch of matmul_tiled: out (+ z·m·n for split z of `splits`) (= or +=) a·b over rows
+    /// [z·k_split, …) of k, B under `mask` (scores, cut) or NO_MASK.
+    #[allow(clippy::too_many_arguments)]
+    fn tiled(
+        &self, out: Arg, a: Arg, a_strides: (usize, usize), b: Arg, b_strides: (usize, usize), bias: Arg, mask: [Arg; 2],
+        m: usize, n: usize, k: usize, accumulate: bool, splits: usize, k_split: usize,
+    ) {
+        let args = [
+            out, a, b, bias, int(m), int(n), int(k), int(a_strides.0), int(a_strides.1), int(b_strides.0), int(b_strides.1),
+            Arg::I32(accumulate as i32), int(k_split), mask[0], mask[1],
+        ];
+        let grid = [blocks(n, 64), blocks(m, 64), u32::try_from(splits).expect("split count")];
+        self.launch("matmul_tiled", grid, [THREADS, 1, 1], 0, &args);
+    }
+
+    /// (splits, rows per split) of a d(W)-shaped reduction over k rows into m·n outputs: one split
+    /// when the partials would be too large.
+    fn dw_splits(m: usize, n: usize, k: usize) -> (usize, usize) {
+        let (splits, k_split) = splits_for(k, DW_ROWS_PER_SPLIT, 16);
+        if splits * m * n <= MAX_PARTIAL_WORDS { (splits, k_split) } else { (1, k.max(1)) }
+    }
+
+    /// out[m, n] (= or +=) a[m, k]·b[k, n] (+ bias), operands by (row, column) strides, B under `mask`.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
-        &self, out: Arg, a: Arg, a_strides: (usize, usize), b: Arg, b_strides: (usize, usize), bias: Arg,
+        &self, out: Arg, a: Arg, a_strides: (usize, usize), b: Arg, b_strides: (usize, usize), bias: Arg, mask: [Arg; 2],
         m: usize, n: usize, k: usize, accumulate: bool,
     ) {
         if m == 0 || n == 0 {
             return;
         }
-        let args = |out: Arg, accumulate: bool, k_split: usize| {
-            [
-                out, a, b, bias, int(m), int(n), int(k), int(a_strides.0), int(a_strides.1), int(b_strides.0),
-                int(b_strides.1), Arg::I32(accumulate as i32), int(k_split),
-            ]
-        };
-        let (splits, k_split) = splits_for(k, DW_ROWS_PER_SPLIT, 16);
+        let (splits, k_split) = Self::dw_splits(m, n, k);
         // Only d(W) (accumulating, no bias) has the long-K, small-output shape worth splitting.
-        if accumulate && splits > 1 && splits * m * n <= MAX_PARTIAL_WORDS {
+        if accumulate && splits > 1 {
             self.with_scratch(splits * m * n, |partials| {
-                let grid = [blocks(n, 64), blocks(m, 64), splits as u32];
-                self.launch("matmul_tiled", grid, [THREADS, 1, 1], 0, &args(partials, false, k_split));
+                self.tiled(partials, a, a_strides, b, b_strides, bias, mask, m, n, k, false, splits, k_split);
                 self.split_reduce(out, partials, splits, m * n, m * n);
             });
         } else {
-            let grid = [blocks(n, 64), blocks(m, 64), 1];
-            self.launch("matmul_tiled", grid, [THREADS, 1, 1], 0, &args(out, accumulate, k.max(1)));
+            self.tiled(out, a, a_strides, b, b_strides, bias, mask, m, n, k, accumulate, 1, k.max(1));
         }
     }
 }
+
+/// No Subnet mask on a GEMM's B operand.
+const NO_MASK: [Arg; 2] = [Arg::Ptr(0), Arg::Ptr(0)];
 
 /// (row stride, column stride) of W read as a [c, oc] matrix.
 fn w_strides(layout: WeightLayout, c: usize, oc: usize) -> (usize, usize) {
@@ -295,6 +327,18 @@ impl<L: Launcher> Backend for CudaBackend<L> {
 
     fn synchronize(&self) {
         self.launcher.synchronize()
+    }
+
+    fn timing(&self) -> crate::backend::profile::Timing {
+        L::TIMING
+    }
+
+    fn run_timed(&self, op: &Op<'_, Self::Buffer>) -> Option<std::time::Duration> {
+        self.launcher.timed(&mut || self.run(op))
+    }
+
+    fn peaks(&self) -> Option<crate::machine::Peaks> {
+        self.launcher.peaks()
     }
 
     fn counters(&self) -> Counters {
@@ -370,7 +414,7 @@ impl<L: Launcher> Backend for CudaBackend<L> {
             }
             Op::MatmulForward { out, inp, weight, bias, n, c, oc, layout } => {
                 let bias = self.opt_ptr(bias);
-                self.gemm(self.ptr(out), self.ptr(inp), (c, 1), self.ptr(weight), w_strides(layout, c, oc), bias, n, oc, c, false);
+                self.gemm(self.ptr(out), self.ptr(inp), (c, 1), self.ptr(weight), w_strides(layout, c, oc), bias, NO_MASK, n, oc, c, false);
             }
             Op::MatmulBackward { dinp, dweight, dbias, dout, inp, weight, n, c, oc, layout } => {
                 if n == 0 {
@@ -379,17 +423,17 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                 if let Some(dinp) = dinp {
                     // dinp[n, c] = dout[n, oc]·Wᵀ: Wᵀ as [oc, c] swaps W's strides.
                     let (rs, cs) = w_strides(layout, c, oc);
-                    self.gemm(self.ptr(dinp), self.ptr(dout), (oc, 1), self.ptr(weight), (cs, rs), Arg::Ptr(0), n, c, oc, false);
+                    self.gemm(self.ptr(dinp), self.ptr(dout), (oc, 1), self.ptr(weight), (cs, rs), Arg::Ptr(0), NO_MASK, n, c, oc, false);
                 }
                 if let Some(dweight) = dweight {
                     match layout {
                         // dW[c, oc] += inpᵀ·dout
                         WeightLayout::InOut => self.gemm(
-                            self.ptr(dweight), self.ptr(inp), (1, c), self.ptr(dout), (oc, 1), Arg::Ptr(0), c, oc, n, true,
+                            self.ptr(dweight), self.ptr(inp), (1, c), self.ptr(dout), (oc, 1), Arg::Ptr(0), NO_MASK, c, oc, n, true,
                         ),
                         // dW[oc, c] += doutᵀ·inp
                         WeightLayout::OutIn => self.gemm(
-                            self.ptr(dweight), self.ptr(dout), (1, oc), self.ptr(inp), (c, 1), Arg::Ptr(0), oc, c, n, true,
+                            self.ptr(dweight), self.ptr(dout), (1, oc), self.ptr(inp), (c, 1), Arg::Ptr(0), NO_MASK, oc, c, n, true,
                         ),
                     }
                 }
@@ -467,8 +511,8 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                 let args = [self.ptr(losses), self.ptr(probs), self.ptr(logits), self.ptr(targets), int(v)];
                 self.launch("softmax_crossentropy_forward", [blocks(n, 1), 1, 1], [row_threads(v, 1024), 1, 1], 0, &args);
             }
-            Op::CrossEntropyBackward { dlogits, probs, targets, scale, n, v } => {
-                let args = [self.ptr(dlogits), self.ptr(probs), self.ptr(targets), Arg::F32(scale), int(n), int(v)];
+            Op::CrossEntropyBackward { dlogits, probs, targets, weights, scale, n, v } => {
+                let args = [self.ptr(dlogits), self.ptr(probs), self.ptr(targets), self.opt_ptr(weights), Arg::F32(scale), int(n), int(v)];
                 self.launch_1d("crossentropy_backward", n * v, &args);
             }
             Op::AdamW { params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay } => {
@@ -507,7 +551,7 @@ impl<L: Launcher> Backend for CudaBackend<L> {
             }
             // P[n, k] = X[n, d]·Θᵀ with Θ [k, d] read as a [d, k] matrix.
             Op::SmiProject { out, x, dirs, n, d, k } => {
-                self.gemm(self.ptr(out), self.ptr(x), (d, 1), self.ptr(dirs), (1, d), Arg::Ptr(0), n, k, d, false)
+                self.gemm(self.ptr(out), self.ptr(x), (d, 1), self.ptr(dirs), (1, d), Arg::Ptr(0), NO_MASK, n, k, d, false)
             }
             Op::SmiClassStats { stats, proj, labels, n, k, classes } => {
                 if n == 0 || k == 0 || classes == 0 {
@@ -591,6 +635,60 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                 let args = [self.ptr(mi), work, self.ptr(proj), lab, int(n), int(k), int(classes), neighbors];
                 self.launch("ksg_sort_mi", [blocks(k, 1), 1, 1], [SMI_THREADS, 1, 1], 0, &args);
             }
+            Op::SelectRank { cut, x, y, n, k, key } => {
+                assert!(k <= n, "select_rank: rank {k} of {n} entries");
+                assert!(n <= super::MAX_SELECT, "select_rank: {n} entries exceed the {} a selection takes", super::MAX_SELECT);
+                let args = [self.ptr(cut), self.ptr(x), self.opt_ptr(y), int(n), int(k), Arg::I32(key.code() as i32)];
+                self.launch("select_rank", [1, 1, 1], [SELECT_THREADS, 1, 1], 0, &args);
+            }
+            Op::MaskApply { w, x, y, cut, n, key, below } => {
+                let args = [
+                    self.ptr(w), self.ptr(x), self.opt_ptr(y), self.ptr(cut), int(n), Arg::I32(key.code() as i32),
+                    Arg::I32(below as i32),
+                ];
+                self.launch_1d("mask_apply", n, &args);
+            }
+            Op::MaskedMatmulForward { out, inp, weight, bias, scores, cut, n, c, oc } => {
+                let mask = [self.ptr(scores), self.ptr(cut)];
+                self.gemm(self.ptr(out), self.ptr(inp), (c, 1), self.ptr(weight), (oc, 1), self.opt_ptr(bias), mask, n, oc, c, false);
+            }
+            Op::MaskedMatmulBackward { dinp, dscores, dout, inp, weight, scores, cut, n, c, oc } => {
+                if n == 0 {
+                    return;
+                }
+                let mask = [self.ptr(scores), self.ptr(cut)];
+                if let Some(dinp) = dinp {
+                    // dinp[n, c] = dout[n, oc]·(W ⊙ m)ᵀ
+                    self.gemm(self.ptr(dinp), self.ptr(dout), (oc, 1), self.ptr(weight), (1, oc), Arg::Ptr(0), mask, n, c, oc, false);
+                }
+                if let Some(dscores) = dscores.filter(|_| c * oc > 0) {
+                    // The dweight GEMM inpᵀ·dout as split partials, then the straight-through epilogue
+                    // sign(S) ⊙ W ⊙ Σ partials added into dscores.
+                    let (splits, k_split) = Self::dw_splits(c, oc, n);
+                    self.with_scratch(splits * c * oc, |partials| {
+                        let (a, b) = (self.ptr(inp), self.ptr(dout));
+                        self.tiled(partials, a, (1, c), b, (oc, 1), Arg::Ptr(0), NO_MASK, c, oc, n, false, splits, k_split);
+                        let args = [
+                            self.ptr(dscores), partials, self.ptr(scores), self.ptr(weight), int(splits), int(c * oc),
+                            Arg::I64((c * oc) as i64),
+                        ];
+                        self.launch_1d("ste_accumulate", c * oc, &args);
+                    });
+                }
+            }
+            Op::SgdMomentum { params, grads, buf, lr, momentum, weight_decay, first } => {
+                let n = params.len;
+                let args = [
+                    self.ptr(params), self.ptr(grads), self.ptr(buf), Arg::I64(n as i64), Arg::F32(lr), Arg::F32(momentum),
+                    Arg::F32(weight_decay), Arg::I32(first as i32),
+                ];
+                self.launch_1d("sgd_momentum", n, &args);
+            }
+            Op::SouScores { out, w, g, n, block, lambda } => {
+                assert!(block > 0, "sou_scores: blocks of 0 entries");
+                let args = [self.ptr(out), self.ptr(w), self.ptr(g), int(n), int(block), Arg::F32(lambda)];
+                self.launch_1d("sou_scores", n.div_ceil(block), &args);
+            }
         }
     }
 }
@@ -613,6 +711,10 @@ pub fn info_lines() -> Vec<String> {
                     d.name,
                     d.memory_bytes as f64 / (1u64 << 30) as f64
                 ));
+                match d.peaks() {
+                    Some(p) => lines.push(format!("  peak {:.0} GFLOP/s fp32, {:.0} GB/s ({})", p.gflops, p.gbs, p.source)),
+                    None => lines.push(format!("  peak: unknown (no FP32 lane count for sm_{major}{minor})")),
+                }
             }
         }
         Err(why) => lines.push(format!("cuda device: none ({why})")),

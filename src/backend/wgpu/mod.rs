@@ -36,6 +36,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
     ("encoder", include_str!("../../../shaders/encoder.wgsl")),
     ("layernorm", include_str!("../../../shaders/layernorm.wgsl")),
+    ("mask", include_str!("../../../shaders/mask.wgsl")),
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
     ("smi", include_str!("../../../shaders/smi.wgsl")),
 ];
@@ -94,6 +95,21 @@ struct Pending {
     encoder: Option<wgpu::CommandEncoder>,
     /// Parameter words of the recorded dispatches, one PARAM_SLOT each.
     params: Vec<u32>,
+    /// While an op is timed (`run_timed`): the compute passes given timestamp writes so far, or
+    /// None once more passes than the query set holds were recorded.
+    timed_passes: Option<Option<u32>>,
+}
+
+/// Compute passes one timed op may have (two timestamps each); longer ops fall back to wall time.
+const TIMED_PASSES: u32 = 512;
+
+/// Timestamp queries for the profiler (adapters with TIMESTAMP_QUERY).
+struct Timestamps {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Nanoseconds per timestamp tick.
+    period_ns: f64,
 }
 
 pub struct WgpuBackend {
@@ -104,6 +120,7 @@ pub struct WgpuBackend {
     pipelines: Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>,
     pending: Mutex<Pending>,
     op_lock: Mutex<()>,
+    timestamps: Option<Timestamps>,
     param_buf: wgpu::Buffer,
     /// Working space for two-pass reductions, grown on demand.
     scratch: Mutex<Option<Arc<WgpuBuffer>>>,
@@ -146,6 +163,8 @@ impl WgpuBackend {
             label: Some("memsieve"),
             // The adapter's real limits: wgpu's defaults are far lower (8 storage buffers, 16 KiB shared).
             required_limits: limits.clone(),
+            // Timestamp queries time each op on the device for --profile, where the adapter has them.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             ..Default::default()
         }))
         .map_err(|e| Error::Backend(format!("wgpu could not open {}: {e}", adapter.get_info().name)))?;
@@ -155,13 +174,37 @@ impl WgpuBackend {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY).then(|| {
+            let bytes = 2 * TIMED_PASSES as u64 * wgpu::QUERY_SIZE as u64;
+            Timestamps {
+                set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("op timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2 * TIMED_PASSES,
+                }),
+                resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamp resolve"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                readback: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamp readback"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                period_ns: queue.get_timestamp_period() as f64,
+            }
+        });
         Ok(WgpuBackend {
+            timestamps,
             device,
             queue,
             adapter: adapter.get_info(),
             limits,
             pipelines: Mutex::new(HashMap::new()),
-            pending: Mutex::new(Pending { encoder: None, params: Vec::new() }),
+            pending: Mutex::new(Pending { encoder: None, params: Vec::new(), timed_passes: None }),
             op_lock: Mutex::new(()),
             param_buf,
             scratch: Mutex::new(None),
@@ -261,11 +304,26 @@ impl WgpuBackend {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        let timestamp_writes = match (&self.timestamps, pending.timed_passes) {
+            (Some(ts), Some(Some(i))) if i < TIMED_PASSES => {
+                pending.timed_passes = Some(Some(i + 1));
+                Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &ts.set,
+                    beginning_of_pass_write_index: Some(2 * i),
+                    end_of_pass_write_index: Some(2 * i + 1),
+                })
+            }
+            (_, Some(_)) => {
+                pending.timed_passes = Some(None);
+                None
+            }
+            _ => None,
+        };
         let encoder = pending
             .encoder
             .get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }));
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -418,6 +476,55 @@ impl Backend for WgpuBackend {
     fn synchronize(&self) {
         self.flush();
         self.wait();
+    }
+
+    fn timing(&self) -> crate::backend::profile::Timing {
+        if self.timestamps.is_some() {
+            crate::backend::profile::Timing::GpuTimestamps
+        } else {
+            crate::backend::profile::Timing::Wall
+        }
+    }
+
+    fn run_timed(&self, op: &Op<'_, WgpuBuffer>) -> Option<std::time::Duration> {
+        let Some(ts) = &self.timestamps else {
+            self.run(op);
+            return None;
+        };
+        let _op = self.op_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.pending.lock().unwrap().timed_passes = Some(Some(0));
+        self.record(op);
+        let passes = {
+            let mut pending = self.pending.lock().unwrap();
+            let passes = pending.timed_passes.take().flatten();
+            if let Some(n) = passes.filter(|&n| n > 0) {
+                let encoder = pending
+                    .encoder
+                    .get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }));
+                encoder.resolve_query_set(&ts.set, 0..2 * n, &ts.resolve, 0);
+                encoder.copy_buffer_to_buffer(&ts.resolve, 0, &ts.readback, 0, 2 * n as u64 * wgpu::QUERY_SIZE as u64);
+            }
+            self.submit(&mut pending);
+            passes?
+        };
+        if passes == 0 {
+            return Some(std::time::Duration::ZERO);
+        }
+        let slice = ts.readback.slice(0..2 * passes as u64 * wgpu::QUERY_SIZE as u64);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait();
+        rx.recv().ok()?.ok()?;
+        // The op's time on the device: the sum of its passes (gaps between them excluded).
+        let ticks: u64 = {
+            let data = slice.get_mapped_range().expect("mapped timestamp range");
+            let stamps: &[u64] = bytemuck::cast_slice(&data);
+            stamps.chunks_exact(2).map(|p| p[1].saturating_sub(p[0])).sum()
+        };
+        ts.readback.unmap();
+        Some(std::time::Duration::from_nanos((ticks as f64 * ts.period_ns).round() as u64))
     }
 
     fn max_view_len(&self) -> usize {

@@ -2,6 +2,7 @@
 //! scalars in the order of the shader's parameter struct.
 
 use super::{WgpuBackend, WgpuBuffer};
+use std::sync::Arc;
 use crate::backend::{AdamWScalars, Op, View, WeightLayout, IGNORE_TARGET};
 use crate::model::config::Activation;
 
@@ -42,13 +43,15 @@ struct Gemm<'a> {
     bias: Option<V<'a>>,
     /// Nonzero: the batches are k-slices of a reduction this long (see `gemm_split_k`).
     k_total: usize,
+    /// (scores, cut): B is a weight under a Subnet mask, applied in the tile load (matmul.wgsl).
+    mask: Option<(V<'a>, V<'a>)>,
 }
 
 impl<'a> Gemm<'a> {
     /// A single (unbatched) product.
     #[allow(clippy::too_many_arguments)]
     fn plain(m: usize, n: usize, k: usize, a: V<'a>, a_s: [usize; 2], b: V<'a>, b_s: [usize; 2], c: V<'a>, c_rs: usize) -> Self {
-        Gemm { m, n, k, a, a_s, b, b_s, c, c_rs, batch: [1, 1], a_bs: [0; 2], b_bs: [0; 2], c_bs: [0; 2], alpha: 1.0, beta: 0.0, bias: None, k_total: 0 }
+        Gemm { m, n, k, a, a_s, b, b_s, c, c_rs, batch: [1, 1], a_bs: [0; 2], b_bs: [0; 2], c_bs: [0; 2], alpha: 1.0, beta: 0.0, bias: None, k_total: 0, mask: None }
     }
     /// Per (batch row, head) of attention: `nb` rows of `nh` heads.
     fn heads(mut self, nb: usize, nh: usize, a_bs: [usize; 2], b_bs: [usize; 2], c_bs: [usize; 2]) -> Self {
@@ -63,30 +66,32 @@ impl<'a> Gemm<'a> {
 impl WgpuBackend {
     fn gemm(&self, g: Gemm<'_>) {
         // The shader reads the bias binding only when has_bias is set, but it must be bound anyway.
-        let bindings = [(1, g.c), (2, g.a), (3, g.b), (4, g.bias.unwrap_or(g.c))];
+        let (scores, cut) = g.mask.unwrap_or((g.c, g.c));
+        let bindings = [(1, g.c), (2, g.a), (3, g.b), (4, g.bias.unwrap_or(g.c)), (5, scores), (6, cut)];
         let groups = [u(g.n.div_ceil(64)), u(g.m.div_ceil(64)), u(g.batch[0] * g.batch[1])];
         let s = [
             u(g.m), u(g.n), u(g.k),
             u(g.a_s[0]), u(g.a_s[1]), u(g.b_s[0]), u(g.b_s[1]), u(g.c_rs),
             u(g.batch[1]), u(g.a_bs[0]), u(g.a_bs[1]), u(g.b_bs[0]), u(g.b_bs[1]), u(g.c_bs[0]), u(g.c_bs[1]),
-            f(g.alpha), f(g.beta), g.bias.is_some() as u32, u(g.k_total),
+            f(g.alpha), f(g.beta), g.bias.is_some() as u32, u(g.k_total), g.mask.is_some() as u32,
         ];
         self.dispatch("matmul", "gemm", groups, &bindings, &s);
     }
 
-    /// C += A·B for a long reduction (k ≫ m·n), as in weight gradients: split k into slices computed
-    /// side by side into scratch, then add the slices' partial products in order. Falls back to one
-    /// pass when the output alone has enough tiles to fill a device.
-    fn gemm_accumulate_split_k(&self, g: Gemm<'_>) {
+    /// Slices of a long reduction (k ≫ m·n, as in weight gradients) that give a device enough
+    /// workgroups: 1 when the output alone has enough tiles to fill it.
+    fn split_k_count(m: usize, n: usize, k: usize) -> usize {
         const MIN_SLICE: usize = 256;
         const TARGET_GROUPS: usize = 256;
-        let tiles = g.m.div_ceil(64) * g.n.div_ceil(64);
-        let splits = (TARGET_GROUPS / tiles).min(g.k / MIN_SLICE);
-        if splits < 2 {
-            return self.gemm(Gemm { beta: 1.0, ..g });
-        }
-        let slice = g.k.div_ceil(splits);
-        let splits = g.k.div_ceil(slice);
+        let tiles = m.div_ceil(64) * n.div_ceil(64);
+        (TARGET_GROUPS / tiles).min(k / MIN_SLICE).max(1)
+    }
+
+    /// The partial products A·B of about `splits` k-slices, computed side by side into scratch
+    /// (slice s at s·m·n), and the slice count; the caller sums them in order.
+    fn gemm_split_k_partials(&self, g: Gemm<'_>, splits: usize) -> (Arc<WgpuBuffer>, usize) {
+        let slice = g.k.div_ceil(splits).max(1);
+        let splits = g.k.div_ceil(slice).max(1);
         let mn = g.m * g.n;
         let scratch = self.scratch(splits * mn);
         let part = View::new(&*scratch, 0, splits * mn);
@@ -102,8 +107,20 @@ impl WgpuBackend {
             k_total: g.k,
             ..g
         });
+        (scratch, splits)
+    }
+
+    /// C += A·B for a long reduction: the k-slices' partial products, then added in order. One pass
+    /// when the output alone has enough tiles to fill a device.
+    fn gemm_accumulate_split_k(&self, g: Gemm<'_>) {
+        let splits = Self::split_k_count(g.m, g.n, g.k);
+        if splits < 2 {
+            return self.gemm(Gemm { beta: 1.0, ..g });
+        }
         assert_eq!(g.c_rs, g.n, "split-k output must be contiguous");
-        self.accumulate_chunks(g.c, part, splits, mn, mn);
+        let (c, mn) = (g.c, g.m * g.n);
+        let (scratch, splits) = self.gemm_split_k_partials(g, splits);
+        self.accumulate_chunks(c, View::new(&*scratch, 0, splits * mn), splits, mn, mn);
     }
 
     /// dst[j] += Σ_row src[row·row_stride + j] for j < cols, in a fixed order (two passes).
@@ -245,11 +262,13 @@ impl WgpuBackend {
             }
             Op::SoftmaxCrossEntropyForward { losses, probs, logits, targets, n, v } => {
                 let bind = [(1, losses), (2, probs), (3, logits), (4, targets)];
-                self.dispatch("crossentropy", "forward", Self::groups_1d(n, 8), &bind, &[u(n), u(v), 0]);
+                self.dispatch("crossentropy", "forward", Self::groups_1d(n, 8), &bind, &[u(n), u(v), 0, 0]);
             }
-            Op::CrossEntropyBackward { dlogits, probs, targets, scale, n, v } => {
-                let bind = [(2, dlogits), (3, probs), (4, targets)];
-                self.dispatch("crossentropy", "backward", Self::groups_1d(n * v, 256), &bind, &[u(n), u(v), f(scale)]);
+            Op::CrossEntropyBackward { dlogits, probs, targets, weights, scale, n, v } => {
+                // The weights binding is read only with has_weights set, but it must be bound anyway.
+                let bind = [(2, dlogits), (3, probs), (4, targets), (5, weights.unwrap_or(probs))];
+                let s = [u(n), u(v), f(scale), weights.is_some() as u32];
+                self.dispatch("crossentropy", "backward", Self::groups_1d(n * v, 256), &bind, &s);
             }
             Op::AdamW { params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay } => {
                 let AdamWScalars { step_size, bc2_sqrt, decay } = AdamWScalars::new(step, lr, beta1, beta2, weight_decay);
@@ -337,8 +356,59 @@ impl WgpuBackend {
                 self.dispatch("smi", "ksg_classes", [1, 1, 1], &[(3, labels), (7, scratch)], &s);
                 self.dispatch("smi", "ksg_sort_mi", Self::groups_1d(k, 1), &[(2, proj), (3, labels), (4, mi), (6, scratch)], &s);
             }
+            // mask.wgsl P: n, k, key, flags, block, splits, lr, momentum, weight_decay, lambda
+            Op::SelectRank { cut, x, y, n, k, key } => {
+                check_select(n, k);
+                let s = [u(n), u(k), key.code(), y.is_some() as u32, 0, 0, 0, 0, 0, 0];
+                self.dispatch("mask", "select_rank", [1, 1, 1], &[(2, x), (3, y.unwrap_or(x)), (4, cut)], &s);
+            }
+            Op::MaskApply { w, x, y, cut, n, key, below } => {
+                let s = [u(n), 0, key.code(), y.is_some() as u32 | (below as u32) << 1, 0, 0, 0, 0, 0, 0];
+                let bind = [(1, w), (2, x), (3, y.unwrap_or(x)), (4, cut)];
+                self.dispatch("mask", "mask_apply", Self::groups_1d(n, 256), &bind, &s);
+            }
+            Op::MaskedMatmulForward { out, inp, weight, bias, scores, cut, n, c, oc } => {
+                let mut g = Gemm::plain(n, oc, c, inp, [c, 1], weight, [oc, 1], out, oc);
+                g.bias = bias;
+                g.mask = Some((scores, cut));
+                self.gemm(g);
+            }
+            Op::MaskedMatmulBackward { dinp, dscores, dout, inp, weight, scores, cut, n, c, oc } => {
+                if let Some(dinp) = dinp {
+                    // dinp = dout · (W ⊙ m)ᵀ
+                    let mut g = Gemm::plain(n, c, oc, dout, [oc, 1], weight, [1, oc], dinp, c);
+                    g.mask = Some((scores, cut));
+                    self.gemm(g);
+                }
+                if let Some(dscores) = dscores.filter(|_| n > 0) {
+                    // The dweight GEMM inpᵀ·dout as split-k partials, then the straight-through epilogue
+                    // sign(S) ⊙ W ⊙ Σ partials added into dscores.
+                    let g = Gemm::plain(c, oc, n, inp, [1, c], dout, [oc, 1], dscores, oc);
+                    let (scratch, splits) = self.gemm_split_k_partials(g, Self::split_k_count(c, oc, n));
+                    let part = View::new(&*scratch, 0, splits * c * oc);
+                    let s = [u(c * oc), 0, 0, 0, 0, u(splits), 0, 0, 0, 0];
+                    let bind = [(1, dscores), (2, scores), (3, weight), (5, part)];
+                    self.dispatch("mask", "ste_accumulate", Self::groups_1d(c * oc, 256), &bind, &s);
+                }
+            }
+            Op::SgdMomentum { params, grads, buf, lr, momentum, weight_decay, first } => {
+                let n = params.len;
+                let s = [u(n), 0, 0, (first as u32) << 2, 0, 0, f(lr), f(momentum), f(weight_decay), 0];
+                self.dispatch("mask", "sgd_momentum", Self::groups_1d(n, 256), &[(1, params), (2, grads), (3, buf)], &s);
+            }
+            Op::SouScores { out, w, g, n, block, lambda } => {
+                assert!(block > 0, "sou_scores: blocks of 0 entries");
+                let s = [u(n), 0, 0, 0, u(block), 0, 0, 0, 0, f(lambda)];
+                self.dispatch("mask", "sou_scores", Self::groups_1d(n.div_ceil(block), 256), &[(1, out), (2, w), (3, g)], &s);
+            }
         }
     }
+}
+
+/// SelectRank's limits (the one-workgroup select of mask.wgsl; see `backend::MAX_SELECT`).
+fn check_select(n: usize, k: usize) {
+    assert!(k <= n, "select_rank: rank {k} of {n} entries");
+    assert!(n <= crate::backend::MAX_SELECT, "select_rank: {n} entries exceed the {} a selection takes", crate::backend::MAX_SELECT);
 }
 
 /// The row-attention shaders keep a row's scores in shared memory (attribution.wgsl's MAX_ROW_T).
