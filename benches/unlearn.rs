@@ -8,18 +8,14 @@
 
 use memsieve::backend::cpu::CpuBackend;
 use memsieve::backend::Device;
-use memsieve::data::TokenMatrix;
 use memsieve::model::config::ModelConfig;
 use memsieve::model::Model;
-use memsieve::rng::{purpose, Stream};
 use memsieve::unlearn::{unlearn, Method, UnlearnOptions, UnlearnSets};
 use std::sync::Arc;
 
 #[path = "common/mod.rs"]
 mod common;
 use common::arg;
-
-const T: usize = 150;
 
 fn main() {
     let layers: usize = arg("--layers", "4").parse().unwrap();
@@ -35,19 +31,10 @@ fn main() {
     let dev = Arc::new(Device::new(CpuBackend::new()));
     let base = Model::new(dev.clone(), cfg.clone(), 0).unwrap().download_params();
     // Digits (ids 0..9), as the math data; the cost does not depend on the values.
-    let mut rng = Stream::new(9, purpose::MISC, 0);
-    let mut rows = |n: usize| TokenMatrix::from_data(T, (0..n * T).map(|_| rng.below(10) as u32).collect()).unwrap();
-    let (m, c) = (rows(n_mem), rows(n_retain));
+    let (m, c) = memsieve::bench::unlearn_work(n_mem, n_retain);
     let o = UnlearnOptions { ratio, epochs, alpha: 0.9, ..UnlearnOptions::default() };
     if let Some(dir) = std::env::args().position(|a| a == "--dump").and_then(|i| std::env::args().nth(i + 1)) {
-        let dir = std::path::Path::new(&dir);
-        memsieve::checkpoint::save_model(dir.join("model"), &cfg, &base, &[]).unwrap();
-        let doc = serde_json::json!({
-            "memorized": m.iter_rows().collect::<Vec<_>>(), "retain": c.iter_rows().collect::<Vec<_>>(),
-            "method": method.name(), "ratio": ratio, "epochs": epochs, "alpha": o.alpha, "batch": o.batch,
-            "lr": o.lr, "momentum": o.momentum, "weight_decay": o.weight_decay,
-        });
-        memsieve::error::write_atomic(dir.join("work.json"), doc.to_string().as_bytes()).unwrap();
+        memsieve::bench::dump_unlearn_work(std::path::Path::new(&dir), &cfg, &base, &m, &c, method, &o).unwrap();
     }
     let sets = UnlearnSets { memorized: &m, retain: &c };
     let mut steps = 0;

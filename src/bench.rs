@@ -33,11 +33,12 @@ pub enum Workload {
     Ksg,
     /// Integrated gradients over every layer's MLP neurons, fast single-position form.
     Ig,
-    // BalancedSubnet: one epoch (added with the unlearning command).
+    /// One BalancedSubnet epoch over a memorized and a retain set (`memsieve unlearn`).
+    BalancedSubnet,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [Workload::TrainStep, Workload::Generate, Workload::Psmi, Workload::Ksg, Workload::Ig];
+    pub const ALL: [Workload; 6] = [Workload::TrainStep, Workload::Generate, Workload::Psmi, Workload::Ksg, Workload::Ig, Workload::BalancedSubnet];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -46,6 +47,7 @@ impl Workload {
             Workload::Psmi => "psmi",
             Workload::Ksg => "ksg",
             Workload::Ig => "ig",
+            Workload::BalancedSubnet => "balanced_subnet",
         }
     }
 }
@@ -130,6 +132,24 @@ pub fn dump_ig_work(dir: &Path, cfg: &ModelConfig, params: &[f32], tokens: &[u32
     let rows: Vec<&[u32]> = tokens.chunks(SEQ).collect();
     let q: Vec<[usize; 3]> = queries.iter().map(|q| [q.seq, q.pos, q.target as usize]).collect();
     let doc = serde_json::json!({ "tokens": rows, "queries": q, "steps": steps, "grid": "left", "target": "prob" });
+    crate::error::write_atomic(dir.join("work.json"), doc.to_string().as_bytes())
+}
+
+/// BalancedSubnet's workload: `n_mem` memorized and `n_retain` retain rows of SEQ random digits.
+pub fn unlearn_work(n_mem: usize, n_retain: usize) -> (crate::data::TokenMatrix, crate::data::TokenMatrix) {
+    let mut rng = Stream::new(9, purpose::MISC, 0);
+    let mut rows = |n: usize| crate::data::TokenMatrix::from_data(SEQ, (0..n * SEQ).map(|_| rng.below(10) as u32).collect()).expect("whole rows");
+    (rows(n_mem), rows(n_retain))
+}
+
+/// Write an unlearning workload for benches/baselines/subnet_baseline.py: DIR/model and DIR/work.json.
+pub fn dump_unlearn_work(dir: &Path, cfg: &ModelConfig, params: &[f32], m: &crate::data::TokenMatrix, c: &crate::data::TokenMatrix, method: crate::unlearn::Method, o: &crate::unlearn::UnlearnOptions) -> Result<()> {
+    crate::checkpoint::save_model(dir.join("model"), cfg, params, &[])?;
+    let doc = serde_json::json!({
+        "memorized": m.iter_rows().collect::<Vec<_>>(), "retain": c.iter_rows().collect::<Vec<_>>(),
+        "method": method.name(), "ratio": o.ratio, "epochs": o.epochs, "alpha": o.alpha, "batch": o.batch,
+        "lr": o.lr, "momentum": o.momentum, "weight_decay": o.weight_decay,
+    });
     crate::error::write_atomic(dir.join("work.json"), doc.to_string().as_bytes())
 }
 
@@ -301,6 +321,35 @@ pub fn prepare<'a, B: Backend>(w: Workload, size: Size, dev: &'a Arc<Device<B>>,
                     implementation: "pytorch",
                 },
                 run: Box::new(move || integrated_gradients(&mut m, &tokens, seqs, SEQ, &queries, &all, &opts, &|_, _| {}).map(|_| ())),
+            }
+        }
+        Workload::BalancedSubnet => {
+            use crate::unlearn::{unlearn, Method, UnlearnOptions, UnlearnSets};
+            let (layers, n_mem, n_retain) = if paper { (4, 64, 1024) } else { (2, 8, 56) };
+            let cfg = ModelConfig::tinymem_math(layers);
+            let base = Model::new(dev.clone(), cfg.clone(), 0)?.download_params();
+            let (mem, ret) = unlearn_work(n_mem, n_retain);
+            let o = UnlearnOptions { epochs: 1, ..UnlearnOptions::default() };
+            dump_unlearn_work(&dir, &cfg, &base, &mem, &ret, Method::BalancedSubnet, &o)?;
+            let steps = (n_mem + n_retain).div_ceil(o.batch);
+            Prepared {
+                workload: w,
+                params: serde_json::json!({"layers": layers, "memorized": n_mem, "retain": n_retain, "epochs": 1, "ratio": o.ratio, "batch": o.batch, "steps": steps}),
+                work: ((n_mem + n_retain) * SEQ) as f64,
+                unit: "tokens",
+                baseline: Baseline {
+                    script: "subnet_baseline.py",
+                    args: vec![dir_arg, "--threads".into(), th],
+                    key: "seconds",
+                    scale: 1.0,
+                    modules: TORCH,
+                    install: TORCH_INSTALL,
+                    implementation: "pytorch",
+                },
+                run: Box::new(move || {
+                    let mut m = Model::from_params(dev.clone(), cfg.clone(), &base)?;
+                    unlearn(&mut m, Method::BalancedSubnet, &UnlearnSets { memorized: &mem, retain: &ret }, &o, &|_, _| {}).map(|_| ())
+                }),
             }
         }
     })
