@@ -7,19 +7,6 @@
 // Under NVRTC: the emulator's registration is a no-op and dynamic shared memory is the extern array.
 #define EMU_KERNEL(name)
 #define DYNAMIC_SHARED(type, name) extern __shared__ type name[]
-// Selection keys of the masked-weight ops (backend::SelectKey): entry j's key is (order(v), j),
-// compared lexicographically. Abs: the bits of |v|; signed: the total order of f32 as u32.
-__device__ __forceinline__ unsigned select_order(float v, int signed_order) {
-    unsigned b = __float_as_uint(v);
-    if (!signed_order) return b & 0x7fffffffu;
-    return (b >> 31) == 0 ? b ^ 0x80000000u : ~b;
-}
-
-// Whether key (order, j) is below the cut (cut_order, cut_index).
-__device__ __forceinline__ bool key_below(unsigned order, unsigned j, unsigned cut_order, unsigned cut_index) {
-    return order < cut_order || (order == cut_order && j < cut_index);
-}
-
 #endif
 
 #define FULL_MASK 0xffffffffu

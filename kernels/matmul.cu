@@ -32,7 +32,6 @@ matmul_tiled(float* out, const float* a, const float* b, const float* bias, int 
     for (int i = 0; i < MM_TM; i++)
         for (int j = 0; j < MM_TN; j++) acc[i][j] = 0.0f;
 
-    const unsigned cut_o = mask_scores != 0 ? mask_cut[0] : 0u, cut_i = mask_scores != 0 ? mask_cut[1] : 0u;
     const int k_begin = blockIdx.z * k_split, k_end = min(k, k_begin + k_split);
     out += (long long)blockIdx.z * m * n;
     for (int k0 = k_begin; k0 < k_end; k0 += MM_BK) {
@@ -52,7 +51,9 @@ matmul_tiled(float* out, const float* a, const float* b, const float* bias, int 
             if (gn < n && gk < k_end) {
                 const long long rel = (long long)gk * b_rs + (long long)gn * b_cs;
                 bv = b[rel];
-                if (mask_scores != 0 && key_below(select_order(mask_scores[rel], 0), (unsigned)rel, cut_o, cut_i)) bv = 0.0f;
+                // The cut is read where it is used (cached), not kept in registers across the k loop.
+                if (mask_scores != 0 && key_below(select_order(mask_scores[rel], 0), (unsigned)rel, mask_cut[0], mask_cut[1]))
+                    bv = 0.0f;
             }
             bs[kk][nn] = bv;
         }

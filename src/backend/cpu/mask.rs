@@ -283,6 +283,13 @@ mod tests {
                 cpu.download_f32(View::new(buf, 0, len), &mut v);
                 v
             };
+            // The baked weight lost exactly the k entries of lowest |S| (W itself has no zeros here).
+            let mut order: Vec<usize> = (0..cw).collect();
+            order.sort_by_key(|&j| SelectKey::Abs.key(sh[j], j));
+            let baked = get(&weff, cw);
+            for (rank, &j) in order.iter().enumerate() {
+                assert_eq!(baked[j] == 0.0, rank < k, "baked entry {j} of rank {rank} (k {k})");
+            }
             assert_eq!(get(&o1, n * oc), get(&o2, n * oc), "forward n {n} c {c} oc {oc}");
             let (d1, d2) = (cpu.alloc(n * c).unwrap(), cpu.alloc(n * c).unwrap());
             let ds = up(&cpu, &vec![0.25; cw]);
