@@ -203,7 +203,7 @@ fn bench_small_runs_end_to_end_and_writes_json_and_a_trace() {
     assert!(v["machine"]["bandwidth_gbs_measured"].as_f64().unwrap() > 0.0);
     let ws = v["workloads"].as_array().unwrap();
     let names: Vec<&str> = ws.iter().map(|w| w["workload"].as_str().unwrap()).collect();
-    assert_eq!(names, ["train_step", "generate", "psmi", "ksg", "ig"]);
+    assert_eq!(names, ["train_step", "generate", "psmi", "ksg", "ig", "balanced_subnet"]);
     for w in ws {
         let med = w["median_s"].as_f64().unwrap();
         assert!(med > 0.0 && w["spread"].as_f64().unwrap() >= 0.0, "{w}");
