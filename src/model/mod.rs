@@ -587,7 +587,8 @@ impl<B: Backend> Model<B> {
     /// The op sequence of the backward pass, walking the forward in reverse. `after_dact(l, d)` sees
     /// d(loss)/d(layer l's MLP post-activation) before the activation backward overwrites it. Each
     /// position's loss is scaled by `dloss` (and, with `weighted`, by its entry in the weights slot).
-    /// `frozen` computes activation gradients only (plus the masks' score gradients).
+    /// `frozen` computes activation gradients only (plus the masks' score gradients), and only down to
+    /// layer 0's c_fc.
     fn backward_ops(&self, b: usize, t: usize, dloss: f32, weighted: bool, frozen: bool, after_dact: &mut dyn FnMut(usize, View<'_, B::Buffer>)) {
         let cfg = &self.cfg;
         let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
@@ -626,10 +627,16 @@ impl<B: Backend> Model<B> {
         for li in (0..cfg.n_layer).rev() {
             let s = &l.layers[li];
             // MLP: res3 = res2 + proj(act(fc(ln2(res2)))); d(res3) is in dres.
-            self.mlp_matmul_backward(dfch, dres, av(s.fch_act), li, true, grads, n);
+            self.mlp_matmul_backward(Some(dfch), dres, av(s.fch_act), li, true, grads, n);
             after_dact(li, dfch.slice(0, n * 4 * c));
             dev.exec(Op::ActivationBackward { dinp: dfch, inp: av(s.fch), dout: dfch, n: n * 4 * c, act: cfg.activation });
-            self.mlp_matmul_backward(dbtc, dfch, av(s.ln2), li, false, grads, n);
+            // A frozen pass wants nothing below layer 0's c_fc scores (no parameter gradients, no
+            // masks further down): stop there, as autograd does when no input requires a gradient.
+            if frozen && li == 0 {
+                self.mlp_matmul_backward(None, dfch, av(s.ln2), li, false, grads, n);
+                break;
+            }
+            self.mlp_matmul_backward(Some(dbtc), dfch, av(s.ln2), li, false, grads, n);
             dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gs(Ln2W, li, 0), dbias: gs(Ln2B, li, 1), dout: dbtc, inp: av(s.res2), weight: pv(Ln2W, li), mean: av(s.ln2_mean), rstd: av(s.ln2_rstd), n, c });
             // Attention: res2 = res + proj(attn(qkv(ln1(res)))); d(res2) is in dres.
             dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: gv(AttnProjW, li), dbias: gv(AttnProjB, li), dout: dres, inp: av(s.atty), weight: pv(AttnProjW, li), n, c, oc: c, layout: WeightLayout::InOut });
@@ -642,10 +649,10 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    /// Backward of `mlp_matmul_forward`: dinp (overwritten), and the weight and bias gradients into
+    /// Backward of `mlp_matmul_forward`: dinp (overwritten; `None` skips it), and the weight and bias gradients into
     /// `grads` — or, with weight masks set, the straight-through score gradients instead.
     #[allow(clippy::too_many_arguments)]
-    fn mlp_matmul_backward(&self, dinp: View<'_, B::Buffer>, dout: View<'_, B::Buffer>, inp: View<'_, B::Buffer>, li: usize, proj: bool, grads: Option<&B::Buffer>, n: usize) {
+    fn mlp_matmul_backward(&self, dinp: Option<View<'_, B::Buffer>>, dout: View<'_, B::Buffer>, inp: View<'_, B::Buffer>, li: usize, proj: bool, grads: Option<&B::Buffer>, n: usize) {
         let (c, f) = (self.cfg.n_embd, self.cfg.n_inner());
         let (wk, bk, ic, oc) = if proj { (ParamKind::FcProjW, ParamKind::FcProjB, f, c) } else { (ParamKind::FcW, ParamKind::FcB, c, f) };
         let view = |buf, k: ParamKind| View::new(buf, self.layout.offset(k, li), self.layout.len(k));
@@ -653,9 +660,9 @@ impl<B: Backend> Model<B> {
         let op = match &self.weight_masks {
             Some(m) => {
                 let tensor = 2 * li + proj as usize;
-                Op::MaskedMatmulBackward { dinp: Some(dinp), dscores: Some(m.dscores_of(tensor)), dout, inp, weight, scores: m.scores_of(tensor), cut: m.cut_of(tensor), n, c: ic, oc }
+                Op::MaskedMatmulBackward { dinp, dscores: Some(m.dscores_of(tensor)), dout, inp, weight, scores: m.scores_of(tensor), cut: m.cut_of(tensor), n, c: ic, oc }
             }
-            None => Op::MatmulBackward { dinp: Some(dinp), dweight: grads.map(|g| view(g, wk)), dbias: grads.map(|g| view(g, bk)), dout, inp, weight, n, c: ic, oc, layout: WeightLayout::InOut },
+            None => Op::MatmulBackward { dinp, dweight: grads.map(|g| view(g, wk)), dbias: grads.map(|g| view(g, bk)), dout, inp, weight, n, c: ic, oc, layout: WeightLayout::InOut },
         };
         self.dev.exec(op);
     }
