@@ -73,6 +73,13 @@ pub struct Baseline {
     pub implementation: &'static str,
 }
 
+impl Baseline {
+    /// A PyTorch baseline script (the TORCH modules and their install line).
+    fn torch(script: &'static str, args: Vec<String>, key: &'static str, scale: f64) -> Self {
+        Baseline { script, args, key, scale, modules: TORCH, install: TORCH_INSTALL, implementation: "pytorch" }
+    }
+}
+
 /// A workload ready to time: `run` does one unit of it.
 pub struct Prepared<'a> {
     pub workload: Workload,
@@ -225,15 +232,7 @@ pub fn prepare<'a, B: Backend>(w: Workload, size: Size, dev: &'a Arc<Device<B>>,
                 params: serde_json::json!({"layers": layers, "batch": b, "seq": SEQ, "flops_analytic": train_step_flops(b, SEQ, layers)}),
                 work: (b * SEQ) as f64,
                 unit: "tokens",
-                baseline: Baseline {
-                    script: "pytorch_train_step.py",
-                    args: vec!["--batch".into(), b.to_string(), "--layers".into(), layers.to_string(), "--threads".into(), th, "--steps".into(), "1".into(), "--warmup".into(), "2".into()],
-                    key: "median_ms",
-                    scale: 1e-3,
-                    modules: TORCH,
-                    install: TORCH_INSTALL,
-                    implementation: "pytorch",
-                },
+                baseline: Baseline::torch("pytorch_train_step.py", vec!["--batch".into(), b.to_string(), "--layers".into(), layers.to_string(), "--threads".into(), th, "--steps".into(), "1".into(), "--warmup".into(), "2".into()], "median_ms", 1e-3),
                 run: Box::new(move || m.train_step(&tokens, &targets, b, SEQ, &h).map(|_| ())),
             }
         }
@@ -248,15 +247,7 @@ pub fn prepare<'a, B: Backend>(w: Workload, size: Size, dev: &'a Arc<Device<B>>,
                 params: serde_json::json!({"layers": layers, "prompts": n, "prompt_len": PROMPT, "max_length": SEQ}),
                 work: (n * (SEQ - PROMPT)) as f64,
                 unit: "new tokens",
-                baseline: Baseline {
-                    script: "pytorch_generate.py",
-                    args: vec!["--prompts".into(), n.to_string(), "--layers".into(), layers.to_string(), "--threads".into(), th, "--repeats".into(), "1".into()],
-                    key: "median_s",
-                    scale: 1.0,
-                    modules: TORCH,
-                    install: TORCH_INSTALL,
-                    implementation: "pytorch",
-                },
+                baseline: Baseline::torch("pytorch_generate.py", vec!["--prompts".into(), n.to_string(), "--layers".into(), layers.to_string(), "--threads".into(), th, "--repeats".into(), "1".into()], "median_s", 1.0),
                 run: Box::new(move || m.generate(&prompts, &opts).map(|_| ())),
             }
         }
@@ -311,15 +302,7 @@ pub fn prepare<'a, B: Backend>(w: Workload, size: Size, dev: &'a Arc<Device<B>>,
                 params: serde_json::json!({"layers": layers, "seqs": seqs, "queries": nq, "steps": steps}),
                 work: (nq * layers) as f64,
                 unit: "query-layers",
-                baseline: Baseline {
-                    script: "ig_baseline.py",
-                    args: vec![dir_arg, "--threads".into(), th],
-                    key: "seconds",
-                    scale: 1.0,
-                    modules: TORCH,
-                    install: TORCH_INSTALL,
-                    implementation: "pytorch",
-                },
+                baseline: Baseline::torch("ig_baseline.py", vec![dir_arg, "--threads".into(), th], "seconds", 1.0),
                 run: Box::new(move || integrated_gradients(&mut m, &tokens, seqs, SEQ, &queries, &all, &opts, &|_, _| {}).map(|_| ())),
             }
         }
@@ -337,15 +320,7 @@ pub fn prepare<'a, B: Backend>(w: Workload, size: Size, dev: &'a Arc<Device<B>>,
                 params: serde_json::json!({"layers": layers, "memorized": n_mem, "retain": n_retain, "epochs": 1, "ratio": o.ratio, "batch": o.batch, "steps": steps}),
                 work: ((n_mem + n_retain) * SEQ) as f64,
                 unit: "tokens",
-                baseline: Baseline {
-                    script: "subnet_baseline.py",
-                    args: vec![dir_arg, "--threads".into(), th],
-                    key: "seconds",
-                    scale: 1.0,
-                    modules: TORCH,
-                    install: TORCH_INSTALL,
-                    implementation: "pytorch",
-                },
+                baseline: Baseline::torch("subnet_baseline.py", vec![dir_arg, "--threads".into(), th], "seconds", 1.0),
                 run: Box::new(move || {
                     let mut m = Model::from_params(dev.clone(), cfg.clone(), &base)?;
                     unlearn(&mut m, Method::BalancedSubnet, &UnlearnSets { memorized: &mem, retain: &ret }, &o, &|_, _| {}).map(|_| ())

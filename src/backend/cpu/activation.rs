@@ -45,24 +45,36 @@ pub fn act_grad(x: f32, act: Activation) -> f32 {
 }
 
 pub fn forward(out: V, inp: V, n: usize, act: Activation) {
-    let x = rd(inp);
-    wr(out)[..n].par_chunks_mut(CHUNK).enumerate().for_each(|(i, o)| {
-        let xs = &x[i * CHUNK..i * CHUNK + o.len()];
-        for (oi, xi) in o.iter_mut().zip(xs) {
-            *oi = act_f(*xi, act);
-        }
-    });
+    let x = &rd(inp)[..n];
+    // One loop per activation, so each vectorizes (a per-element match does not).
+    fn run(o: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32 + Sync) {
+        o.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(oi, &xi)| *oi = f(xi)));
+    }
+    let o = &mut wr(out)[..n];
+    match act {
+        Activation::Relu => run(o, x, |v| act_f(v, Activation::Relu)),
+        Activation::GeluNew => run(o, x, |v| act_f(v, Activation::GeluNew)),
+        Activation::Gelu => run(o, x, |v| act_f(v, Activation::Gelu)),
+    }
 }
 
 pub fn backward(dinp: V, inp: V, dout: V, n: usize, act: Activation) {
-    let x = rd(inp);
-    let in_place = same(dinp, dout);
-    let dy: &[f32] = if in_place { &[] } else { rd(dout) };
-    wr(dinp)[..n].par_chunks_mut(CHUNK).enumerate().for_each(|(i, d)| {
-        let base = i * CHUNK;
-        for (j, di) in d.iter_mut().enumerate() {
-            let g = if in_place { *di } else { dy[base + j] };
-            *di = g * act_grad(x[base + j], act);
+    let x = &rd(inp)[..n];
+    // In place (dinp = dout, as the model calls it) or from a separate dout; one loop per
+    // activation either way, so the loops vectorize.
+    fn run(d: &mut [f32], dy: Option<&[f32]>, x: &[f32], g: impl Fn(f32) -> f32 + Sync) {
+        match dy {
+            None => d.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(d, x)| d.iter_mut().zip(x).for_each(|(di, &xi)| *di *= g(xi))),
+            Some(dy) => d.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).zip(dy.par_chunks(CHUNK)).for_each(|((d, x), dy)| {
+                d.iter_mut().zip(x).zip(dy).for_each(|((di, &xi), &gi)| *di = gi * g(xi))
+            }),
         }
-    });
+    }
+    let dy = if same(dinp, dout) { None } else { Some(&rd(dout)[..n]) };
+    let d = &mut wr(dinp)[..n];
+    match act {
+        Activation::Relu => run(d, dy, x, |v| act_grad(v, Activation::Relu)),
+        Activation::GeluNew => run(d, dy, x, |v| act_grad(v, Activation::GeluNew)),
+        Activation::Gelu => run(d, dy, x, |v| act_grad(v, Activation::Gelu)),
+    }
 }
