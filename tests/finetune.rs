@@ -192,7 +192,8 @@ fn variants_train_on_the_rows_the_spec_names() {
 fn the_mix_holds_every_task_evenly() {
     let math = MathDataConfig { num_7: 300, num_extra: 0, num_test: 50, num_noise: 12, length: 25, max_ctx: 126, ..MathDataConfig::default() };
     let inc = finetune::math_task(Task::Increment, &MathDataConfig { seed: 1, ..math.clone() }).unwrap();
-    let mult = finetune::math_task(Task::Mult, &MathDataConfig { seed: 2, ..math.clone() }).unwrap();
+    // mult's 5-digit numbers need a shorter sequence to fit the context.
+    let mult = finetune::math_task(Task::Mult, &MathDataConfig { seed: 2, length: 20, ..math.clone() }).unwrap();
     let cls = TaskSet { task: Task::Classify, data: TaskData::Classify(ClassifyTask::generate(&ClassifyConfig { pool: 400, seed: 3, ..ClassifyConfig::default() }, 50).unwrap()) };
     let set = FinetuneSet::mix(&[inc.clone(), mult.clone(), cls.clone()], 126, 0).unwrap();
     let names: Vec<&str> = set.parts.iter().map(|p| p.name.as_str()).collect();
