@@ -242,7 +242,7 @@ impl EpochRecorder {
     pub fn record<B: Backend>(&mut self, model: &Model<B>, epoch: usize, row: serde_json::Value) -> Result<()> {
         append_line(&self.out.join("metrics.jsonl"), &row)?;
         self.state.metrics.push(row);
-        let snapshot = self.checkpoint_every > 0 && epoch % self.checkpoint_every == 0;
+        let snapshot = self.checkpoint_every > 0 && epoch.is_multiple_of(self.checkpoint_every);
         if epoch == self.last_epoch || snapshot {
             let meta: Vec<(&str, &str)> = self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             save_state(model, &self.out, &mut self.state, epoch, &meta)?;
