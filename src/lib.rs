@@ -7,6 +7,7 @@ pub mod data;
 pub mod error;
 pub mod bench;
 pub mod experiment;
+pub mod finetune;
 pub mod machine;
 pub mod metrics;
 pub mod model;

@@ -45,6 +45,8 @@ enum Command {
     Edit(cli::localize::EditArgs),
     /// Remove memorized sequences with a weight-level method (BalancedSubnet, Subnet, Durable, …).
     Unlearn(cli::unlearn::UnlearnArgs),
+    /// Continue a trained model for E epochs on a variant of its data or on other tasks (AdamW state resumed).
+    Finetune(Box<cli::finetune::FinetuneArgs>),
     /// Experiments that test the paper's claims on TinyMem (predict-memorization).
     Experiment(cli::experiment::ExperimentArgs),
     /// The machine (CPU, SIMD, clock, peaks, measured bandwidth) and the backends found on it.
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Localize(a) => cli::localize::run(&ctx, a),
         Command::Edit(a) => cli::localize::edit(&ctx, a),
         Command::Unlearn(a) => cli::unlearn::run(&ctx, a),
+        Command::Finetune(a) => cli::finetune::run(&ctx, *a),
         Command::Experiment(a) => cli::experiment::run(&ctx, a),
         Command::Info => cli::info::run(ctx.threads),
         Command::Bench(a) => cli::bench::run(&ctx, a),

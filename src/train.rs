@@ -3,7 +3,7 @@
 //! to continue exactly where a run stopped).
 
 use crate::backend::Backend;
-use crate::data::{Batches, TokenMatrix};
+use crate::data::{Batch, Batches, TokenMatrix};
 use crate::error::{Error, Result};
 use crate::model::{AdamW, Model};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -32,6 +32,8 @@ pub struct EpochEnd {
     pub epoch: usize,
     pub mean_loss: f64,
     pub tokens_per_s: f64,
+    /// Wall time of the epoch's training steps (evaluation excluded).
+    pub seconds: f64,
 }
 
 /// A progress bar on stderr (drawn only on a terminal).
@@ -53,6 +55,20 @@ pub fn train<B: Backend>(
     data: &TokenMatrix,
     opts: &TrainOptions,
     start: Position,
+    on_epoch: impl FnMut(&mut Model<B>, &EpochEnd) -> Result<()>,
+) -> Result<()> {
+    let lm = |m: &Model<B>, b: &Batch| m.lm_targets(&b.tokens, b.len(), b.cols, opts.mask_pad);
+    train_with_targets(model, data, opts, start, lm, on_epoch)
+}
+
+/// [`train`] with the targets of each batch from `targets` (fine-tuning mixes next-token rows with
+/// answer-only classification rows).
+pub fn train_with_targets<B: Backend>(
+    model: &mut Model<B>,
+    data: &TokenMatrix,
+    opts: &TrainOptions,
+    start: Position,
+    targets_of: impl Fn(&Model<B>, &Batch) -> Vec<u32>,
     mut on_epoch: impl FnMut(&mut Model<B>, &EpochEnd) -> Result<()>,
 ) -> Result<()> {
     if data.rows() == 0 {
@@ -62,8 +78,9 @@ pub fn train<B: Backend>(
     let all: Vec<usize> = (0..data.rows()).collect();
     let batches_per_epoch = Batches::sequential(data, &all, opts.batch)?.num_batches();
     let total = (opts.epochs * batches_per_epoch) as u64;
-    let pb = progress_bar(total, "train");
-    pb.set_position((start.epoch * batches_per_epoch + start.batch) as u64);
+    let done = (start.epoch * batches_per_epoch + start.batch) as u64;
+    // The bar counts this call's steps (a resumed or fine-tuning run starts it at 0).
+    let pb = progress_bar(total.saturating_sub(done), "train");
     let dev = model.dev.clone();
     for epoch in start.epoch..opts.epochs {
         let epoch_phase = dev.profile.phase("train epoch");
@@ -73,7 +90,7 @@ pub fn train<B: Backend>(
         let batches = Batches::shuffled(data, &all, opts.batch, opts.seed, epoch as u32)?;
         for (bi, batch) in batches.enumerate().skip(first_batch) {
             let b = batch.len();
-            let targets = model.lm_targets(&batch.tokens, b, t, opts.mask_pad);
+            let targets = targets_of(model, &batch);
             let loss = model.train_step(&batch.tokens, &targets, b, t, &opts.adam).map_err(|e| match e {
                 Error::Numerical(m) => Error::Numerical(format!("{m} (epoch {epoch}, batch {bi}); training stopped")),
                 other => other,
@@ -93,6 +110,7 @@ pub fn train<B: Backend>(
             epoch: epoch + 1,
             mean_loss: loss_sum / n_batches.max(1) as f64,
             tokens_per_s: n_tokens as f64 / t0.elapsed().as_secs_f64(),
+            seconds: t0.elapsed().as_secs_f64(),
         };
         drop(epoch_phase);
         pb.suspend(|| on_epoch(model, &end))?;

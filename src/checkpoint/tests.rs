@@ -359,6 +359,8 @@ fn tiny_state(n: usize) -> TrainState {
     s.step = 1234;
     s.epoch = 7;
     s.batch_in_epoch = 42;
+    s.batch = Some(64);
+    s.mask_pad = Some(true);
     s.m = (0..n).map(|i| (i as f32 * 0.1).cos() * 1e-3).collect();
     s.v = (0..n).map(|i| (i as f32 * 0.2).sin().abs() * 1e-6).collect();
     s.metrics = vec![json!({"epoch": 5, "train_loss": 1.25}), json!({"epoch": 6, "train_loss": 1.0})];
@@ -378,6 +380,13 @@ fn train_state_round_trip() {
     assert_eq!(ck.train.as_ref(), Some(&s));
     assert_eq!(ck.model.metadata.get("epoch").map(String::as_str), Some("7"));
     assert_eq!(ck.model.metadata.get("run").map(String::as_str), Some("abc"));
+    // A state written before the batch was recorded still loads, without it.
+    let path = d.path().join(TRAINER_STATE_FILE);
+    let mut js: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(js["batch"], 64);
+    js.as_object_mut().unwrap().retain(|k, _| k != "batch" && k != "mask_pad");
+    std::fs::write(&path, js.to_string()).unwrap();
+    assert_eq!(load_train_state(d.path()).unwrap(), TrainState { batch: None, mask_pad: None, ..s.clone() });
 
     // Length mismatch vs the model.
     let short = tiny_state(p.len() - 1);

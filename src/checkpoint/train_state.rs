@@ -28,6 +28,10 @@ pub struct TrainState {
     /// Run seed; with `epoch` it determines the shuffle order.
     pub seed: u64,
     pub adam: AdamW,
+    /// Batch size and padding-loss setting of the run (absent in states written before they were
+    /// recorded), so a fine-tuning run can continue with the same recipe.
+    pub batch: Option<u64>,
+    pub mask_pad: Option<bool>,
     /// First moment, one value per parameter.
     pub m: Vec<f32>,
     /// Second moment, one value per parameter.
@@ -47,6 +51,8 @@ impl TrainState {
             batch_in_epoch: 0,
             seed,
             adam,
+            batch: None,
+            mask_pad: None,
             m: vec![0.0; n_params],
             v: vec![0.0; n_params],
             data_config,
@@ -77,6 +83,10 @@ struct StateJson {
     batch_in_epoch: u64,
     seed: u64,
     adam: AdamW,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mask_pad: Option<bool>,
     n_params: usize,
     data_config: Value,
     metrics: Vec<Value>,
@@ -106,6 +116,8 @@ pub fn save_train_state(dir: impl AsRef<Path>, state: &TrainState) -> Result<()>
         batch_in_epoch: state.batch_in_epoch,
         seed: state.seed,
         adam: state.adam,
+        batch: state.batch,
+        mask_pad: state.mask_pad,
         n_params: n,
         data_config: state.data_config.clone(),
         metrics: state.metrics.clone(),
@@ -188,6 +200,8 @@ pub fn load_train_state(dir: impl AsRef<Path>) -> Result<TrainState> {
         batch_in_epoch: js.batch_in_epoch,
         seed: js.seed,
         adam: js.adam,
+        batch: js.batch,
+        mask_pad: js.mask_pad,
         m,
         v,
         data_config: js.data_config,

@@ -9,6 +9,7 @@ pub mod screen;
 pub mod demo;
 pub mod eval;
 pub mod experiment;
+pub mod finetune;
 pub mod generate;
 pub mod localize;
 pub mod train;

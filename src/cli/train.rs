@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::metrics::MemWindow;
 use crate::model::config::ModelConfig;
 use crate::model::{AdamW, Model};
-use crate::train::{train, Position, TrainOptions};
+use crate::train::{train, EpochEnd, Position, TrainOptions};
 use clap::Args;
 use serde_json::json;
 use std::io::Write;
@@ -173,58 +173,99 @@ pub fn train_run<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a:
         super::write_json(&a.out.join("data.json"), &d.config)?;
         eprintln!("{}", d.summary());
     }
+    state.batch = Some(a.batch as u64);
+    state.mask_pad = Some(a.loss_mask_pad);
     let opts = TrainOptions { epochs: a.epochs, batch: a.batch, adam: state.adam, seed: state.seed, mask_pad: a.loss_mask_pad };
     let window = MemWindow::tinymem();
     let mut reports = Vec::new();
-    let metrics_path = a.out.join("metrics.jsonl");
+    let mut rec = EpochRecorder::new(&a.out, state, a.checkpoint_every, opts.epochs, Vec::new());
 
     train(&mut model, data.train_rows(), &opts, start, |model, e| {
-        let last = e.epoch == opts.epochs;
-        let mut row = json!({
-            "epoch": e.epoch, "step": model.step, "train_loss": e.mean_loss,
-            "tokens_per_s": e.tokens_per_s, "elapsed_s": t_start.elapsed().as_secs_f64(),
-        });
-        if last || (a.eval_every > 0 && e.epoch % a.eval_every == 0) {
+        let mut row = rec.row(model, e);
+        if e.epoch == opts.epochs || (a.eval_every > 0 && e.epoch % a.eval_every == 0) {
             if let TrainData::Math(d) = &data {
                 let mut r = report::evaluate(model, d, &window, 256)?;
                 r.epoch = Some(e.epoch);
-                eprintln!(
-                    "epoch {:>5}  train loss {:.4}  test acc {:.2}% (main {:.2}% of {:.2}%)  memorized {}  ({:.0} tok/s)",
-                    e.epoch,
-                    e.mean_loss,
-                    100.0 * r.accuracy,
-                    100.0 * r.main_accuracy,
-                    100.0 * r.accuracy_ceiling,
-                    r.memorized_percent.map_or("-".into(), |p| format!("{p:.1}%")),
-                    e.tokens_per_s
-                );
+                eprintln!("{}", epoch_line(e, &r));
                 row["eval"] = serde_json::to_value(&r).unwrap();
                 reports.push(r);
             }
         }
-        append_line(&metrics_path, &row)?;
-        state.metrics.push(row);
-        if last || (a.checkpoint_every > 0 && e.epoch % a.checkpoint_every == 0) {
-            save_state(model, &a.out, &mut state, e.epoch)?;
-            if a.checkpoint_every > 0 && e.epoch % a.checkpoint_every == 0 {
-                let snap = a.out.join("checkpoints").join(format!("epoch-{}", e.epoch));
-                let ep = e.epoch.to_string();
-                checkpoint::save_model(&snap, &model.cfg, &model.download_params(), &[("epoch", &ep)])?;
-            }
-        }
-        Ok(())
+        rec.record(model, e.epoch, row)
     })?;
     Ok(TrainOutcome { reports, seconds: t_start.elapsed().as_secs_f64() })
 }
 
-fn save_state<B: Backend>(model: &Model<B>, dir: &Path, state: &mut TrainState, epoch: usize) -> Result<()> {
+/// One line per evaluated epoch: loss, accuracy, % memorized, speed.
+pub fn epoch_line(e: &EpochEnd, r: &Report) -> String {
+    format!(
+        "epoch {:>5}  train loss {:.4}  test acc {:.2}% (main {:.2}% of {:.2}%)  memorized {}{}  ({:.0} tok/s)",
+        e.epoch,
+        e.mean_loss,
+        100.0 * r.accuracy,
+        100.0 * r.main_accuracy,
+        100.0 * r.accuracy_ceiling,
+        r.memorized_percent.map_or("-".into(), |p| format!("{p:.1}%")),
+        r.backdoor_asr.map_or(String::new(), |a| format!("  backdoor ASR {a:.1}%")),
+        e.tokens_per_s
+    )
+}
+
+/// Per-epoch bookkeeping shared by `train` and `finetune`: the `metrics.jsonl` row (also kept in
+/// the training state), the full checkpoint (model + AdamW state) in the run directory, and the
+/// model snapshot `checkpoints/epoch-N`, both named by the true epoch (tinymem.md §8 item 17).
+pub struct EpochRecorder {
+    pub out: PathBuf,
+    pub state: TrainState,
+    /// Save every N epochs (0: only the last); the last epoch always saves the full checkpoint.
+    pub checkpoint_every: usize,
+    pub last_epoch: usize,
+    /// Extra safetensors metadata on every saved model.
+    pub metadata: Vec<(String, String)>,
+    t_start: Instant,
+}
+
+impl EpochRecorder {
+    pub fn new(out: &Path, state: TrainState, checkpoint_every: usize, last_epoch: usize, metadata: Vec<(String, String)>) -> Self {
+        EpochRecorder { out: out.to_path_buf(), state, checkpoint_every, last_epoch, metadata, t_start: Instant::now() }
+    }
+
+    /// The epoch's row before any evaluation is added.
+    pub fn row<B: Backend>(&self, model: &Model<B>, e: &EpochEnd) -> serde_json::Value {
+        json!({
+            "epoch": e.epoch, "step": model.step, "train_loss": e.mean_loss, "tokens_per_s": e.tokens_per_s,
+            "epoch_seconds": e.seconds, "elapsed_s": self.t_start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Append `row` to metrics.jsonl and save what is due at `epoch`.
+    pub fn record<B: Backend>(&mut self, model: &Model<B>, epoch: usize, row: serde_json::Value) -> Result<()> {
+        append_line(&self.out.join("metrics.jsonl"), &row)?;
+        self.state.metrics.push(row);
+        let snapshot = self.checkpoint_every > 0 && epoch.is_multiple_of(self.checkpoint_every);
+        if epoch == self.last_epoch || snapshot {
+            let meta: Vec<(&str, &str)> = self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            save_state(model, &self.out, &mut self.state, epoch, &meta)?;
+            if snapshot {
+                let dir = self.out.join("checkpoints").join(format!("epoch-{epoch}"));
+                let ep = epoch.to_string();
+                let mut meta = meta.clone();
+                meta.push(("epoch", &ep));
+                checkpoint::save_model(&dir, &model.cfg, &model.download_params(), &meta)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn save_state<B: Backend>(model: &Model<B>, dir: &Path, state: &mut TrainState, epoch: usize, meta: &[(&str, &str)]) -> Result<()> {
     let (m, v) = model.download_adam_state().expect("training has started");
     state.m = m;
     state.v = v;
     state.step = model.step;
     state.epoch = epoch as u64;
     state.batch_in_epoch = 0;
-    checkpoint::save_checkpoint(dir, &model.cfg, &model.download_params(), state, &[])
+    checkpoint::save_checkpoint(dir, &model.cfg, &model.download_params(), state, meta)
 }
 
 fn append_line(path: &Path, row: &serde_json::Value) -> Result<()> {
