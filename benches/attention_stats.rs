@@ -32,36 +32,48 @@ fn main() {
             ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * 2.0
         })
         .collect();
-    let (mut rows, stats) = run(&Device::new(CpuBackend::new()), &qkv, b, reps);
+    let (cpu, stats) = run(&Device::new(CpuBackend::new()), &qkv, b, reps);
+    let mut rows = vec![cpu];
     match arg("--backend", "cpu").as_str() {
         "cpu" => {}
-        "wgpu" => rows.push(run(&Device::new(memsieve::backend::wgpu::WgpuBackend::new().unwrap_or_else(|e| panic!("{e}"))), &qkv, b, reps).0[0].clone()),
-        "cuda" => rows.push(run(&Device::new(memsieve::backend::cuda::CudaDriverBackend::new(0).unwrap_or_else(|e| panic!("{e}"))), &qkv, b, reps).0[0].clone()),
+        "wgpu" => rows.push(run(&Device::new(memsieve::backend::wgpu::WgpuBackend::new().unwrap_or_else(|e| panic!("{e}"))), &qkv, b, reps).0),
+        "cuda" => rows.push(run(&Device::new(memsieve::backend::cuda::CudaDriverBackend::new(0).unwrap_or_else(|e| panic!("{e}"))), &qkv, b, reps).0),
         // The emulator is a smoke run of the kernel, not a timing.
-        "cuda-emu" => rows.push(run(&Device::new(memsieve::backend::cuda::CudaEmuBackend::emulator().unwrap_or_else(|e| panic!("{e}"))), &qkv, b, 1).0[0].clone()),
+        "cuda-emu" => rows.push(run(&Device::new(memsieve::backend::cuda::CudaEmuBackend::emulator().unwrap_or_else(|e| panic!("{e}"))), &qkv, b, 1).0),
         other => panic!("unknown --backend {other} (cpu, wgpu, cuda or cuda-emu)"),
     }
     let threads = rayon::current_num_threads();
     println!("{:<8} {:>6} {:>9} {:>12} {:>10} {:>10}", "backend", "rows", "queries", "median ms", "GFLOP/s", "GB/s");
-    for (backend, secs, flops, bytes) in &rows {
-        println!("{backend:<8} {b:>6} {:>9} {:>12.3} {:>10.2} {:>10.2}", b * NH * (T - T0), secs * 1e3, flops / secs / 1e9, bytes / secs / 1e9);
+    for r in &rows {
+        println!("{:<8} {b:>6} {:>9} {:>12.3} {:>10.2} {:>10.2}", r.backend, b * NH * (T - T0), r.secs * 1e3, r.flops / r.secs / 1e9, r.bytes / r.secs / 1e9);
     }
-    for (backend, secs, flops, _) in &rows {
-        println!("{{\"bench\":\"attention_stats\",\"backend\":\"{backend}\",\"b\":{b},\"t\":{T},\"queries\":[{T0},{T}],\"top_k\":{K},\"threads\":{threads},\"median_s\":{secs:.6e},\"gflops\":{:.3}}}", flops / secs / 1e9);
+    for r in &rows {
+        println!(
+            "{{\"bench\":\"attention_stats\",\"backend\":\"{}\",\"b\":{b},\"t\":{T},\"queries\":[{T0},{T}],\"top_k\":{K},\"threads\":{threads},\"median_s\":{:.6e},\"gflops\":{:.3}}}",
+            r.backend, r.secs, r.flops / r.secs / 1e9
+        );
     }
     if let Some(dir) = std::env::args().position(|a| a == "--dump").and_then(|i| std::env::args().nth(i + 1)) {
         let dir = std::path::PathBuf::from(dir);
         let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         memsieve::error::write_atomic(dir.join("qkv.f32"), &bytes(&qkv)).unwrap();
         memsieve::error::write_atomic(dir.join("stats.f32"), &bytes(&stats)).unwrap();
-        let work = format!("{{\"b\":{b},\"t\":{T},\"c\":{C},\"nh\":{NH},\"t0\":{T0},\"t1\":{T},\"top_k\":{K},\"rust_median_s\":{:.6e}}}", rows[0].1);
+        let work = format!("{{\"b\":{b},\"t\":{T},\"c\":{C},\"nh\":{NH},\"t0\":{T0},\"t1\":{T},\"top_k\":{K},\"rust_median_s\":{:.6e}}}", rows[0].secs);
         memsieve::error::write_atomic(dir.join("work.json"), work.as_bytes()).unwrap();
         println!("wrote {}/qkv.f32, stats.f32, work.json", dir.display());
     }
 }
 
-/// [(backend, median seconds, FLOPs, bytes)] and the statistics.
-fn run<B: Backend>(dev: &Device<B>, qkv: &[f32], b: usize, reps: usize) -> (Vec<(String, f64, f64, f64)>, Vec<f32>) {
+/// One backend's timing: the median of the runs and the op's analytic FLOPs and bytes.
+struct Timing {
+    backend: String,
+    secs: f64,
+    flops: f64,
+    bytes: f64,
+}
+
+/// The op's timing on `dev` and its statistics.
+fn run<B: Backend>(dev: &Device<B>, qkv: &[f32], b: usize, reps: usize) -> (Timing, Vec<f32>) {
     let q = dev.alloc(qkv.len()).unwrap();
     dev.upload_f32(dev.view(&q), qkv);
     let out = dev.alloc(b * NH * (T - T0) * ATTENTION_STATS).unwrap();
@@ -71,5 +83,5 @@ fn run<B: Backend>(dev: &Device<B>, qkv: &[f32], b: usize, reps: usize) -> (Vec<
         dev.exec(op());
         dev.backend.synchronize();
     });
-    (vec![(dev.backend.name().to_string(), secs, cost.flops, cost.bytes)], dev.download_f32(dev.view(&out)))
+    (Timing { backend: dev.backend.name().to_string(), secs, flops: cost.flops, bytes: cost.bytes }, dev.download_f32(dev.view(&out)))
 }

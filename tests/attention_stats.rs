@@ -219,16 +219,8 @@ fn read_json(p: PathBuf) -> serde_json::Value {
 
 #[test]
 fn attention_command_end_to_end() {
-    use memsieve::cli::demo::{preset_args, Preset};
     let run = tmp("model");
-    let mut a = preset_args(Preset::Small, run.clone());
-    a.data.num_7 = 300;
-    a.data.num_test = 40;
-    a.data.num_noise = 6;
-    a.layers = 2;
-    a.epochs = 1;
-    a.checkpoint_every = 0;
-    memsieve::cli::train::train_run(&cpu_device(), &a).unwrap();
+    let a = common::train_small_run(run.clone(), 2);
     let model = run.to_str().unwrap();
 
     // The run's own data.json: the noised rows split by the memorization test, and clean rows.
@@ -260,7 +252,7 @@ fn attention_command_end_to_end() {
     assert_eq!(csv.lines().count(), 1 + csv_rows, "a line per (sample, layer) and its mean");
     for l in 0..2 {
         let svg = std::fs::read_to_string(out.join(format!("layer_{l}.svg"))).unwrap();
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("H/ln(t+1)"));
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("clean H/ln"));
     }
 
     // A JSONL file: one group; on the CUDA emulator the same aggregates.

@@ -1,7 +1,8 @@
 //! `memsieve attention`: attention-distribution statistics per (layer, head) — the reconstruction of
 //! Zeng et al.'s statistic for a decoder-only model (depn-attention.md B3) — over JSONL token rows, or
 //! over a TinyMem run's memorized and non-memorized noised sequences and a clean sample, reported
-//! separately: a table, `attention.json`, `samples.csv` and one `layer_L.svg` per layer.
+//! separately: a table, `attention.json`, `samples.csv` (per sample and layer; `row` indexes the group's
+//! source: the noised rows, the training rows, or the JSONL file's lines) and one `layer_L.svg` per layer.
 
 use super::{Context, EvalData};
 use crate::analysis::attention::{attention_statistics, AttentionOptions, AttentionStatistics, Positions, Stat, LABEL};
@@ -173,8 +174,8 @@ fn layer_plot(l: usize, results: &[(Group, AttentionStatistics)], top_k: usize, 
             series.push((format!("top-{top_k} mass"), per(|x| x.top_k_mass)));
         } else {
             // Two statistics per group keep the bars within the palette's seven colours.
-            series.push((format!("{}: H/ln(t+1)", g.name), per(|x| x.normalized_entropy)));
-            series.push((format!("{}: top-{top_k}", g.name), per(|x| x.top_k_mass)));
+            series.push((format!("{} H/ln", g.name), per(|x| x.normalized_entropy)));
+            series.push((format!("{} top-{top_k}", g.name), per(|x| x.top_k_mass)));
         }
     }
     let title = format!("layer {l}, {} (Zeng et al. reconstruction, B3)", positions.describe());
