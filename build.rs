@@ -58,11 +58,12 @@ fn validate_wgsl() {
 }
 
 /// The kernel files in the order the emulator includes them (kept in step with src/backend/cuda/kernels.rs).
-const KERNEL_FILES: [&str; 11] = [
+const KERNEL_FILES: [&str; 12] = [
     "encoder.cu",
     "layernorm.cu",
     "matmul.cu",
     "attention.cu",
+    "attnstats.cu",
     "activation.cu",
     "elementwise.cu",
     "crossentropy.cu",

@@ -85,6 +85,9 @@ fn kernels(c: &mut Criterion) {
     bench_op(c, "attention_forward", &id, &s, || Op::AttentionForward { out: s.v(&out), att: s.v(&att), qkv: s.v(&qkv), b, t, c: cw, nh });
     let (dqkv, scratch, dout) = (s.zeros(b * t * 3 * cw), s.zeros(s.dev.backend.attention_scratch_len(b, t, nh).max(1)), s.rand(b * t * cw));
     bench_op(c, "attention_backward", &id, &s, || Op::AttentionBackward { dqkv: s.v(&dqkv), scratch: s.v(&scratch), dout: s.v(&dout), qkv: s.v(&qkv), att: s.v(&att), b, t, c: cw, nh });
+    // Attention statistics of the same rows' suffix queries 50..149 (top-5), streamed over key blocks.
+    let stats = s.zeros(b * nh * (t - 50) * memsieve::backend::ATTENTION_STATS);
+    bench_op(c, "attention_stats", &format!("{id}_q50-{t}_k5"), &s, || Op::AttentionStats { out: s.v(&stats), qkv: s.v(&qkv), b, t, c: cw, nh, t0: 50, t1: t, top_k: 5 });
     // One decode step of 7 prompts at position 99 against a 150-position cache.
     let (bd, pos, t_max) = (7usize, 99usize, 150usize);
     let (cache, qd, od) = (s.rand(bd * 2 * cw * t_max), s.rand(bd * 3 * cw), s.zeros(bd * cw));

@@ -1,5 +1,6 @@
 //! memsieve: find and remove training-data memorization in small language models.
 
+pub mod analysis;
 pub mod attribution;
 pub mod backend;
 pub mod checkpoint;

@@ -43,6 +43,8 @@ enum Command {
     Localize(cli::localize::LocalizeArgs),
     /// Silence the top-scoring neurons and report the model before and after.
     Edit(cli::localize::EditArgs),
+    /// Attention-distribution statistics per (layer, head): entropy, normalised entropy, max weight, top-k mass.
+    Attention(cli::attention::AttentionArgs),
     /// Remove memorized sequences with a weight-level method (BalancedSubnet, Subnet, Durable, …).
     Unlearn(cli::unlearn::UnlearnArgs),
     /// Continue a trained model for E epochs on a variant of its data or on other tasks (AdamW state resumed).
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Screen(a) => cli::screen::run(&ctx, *a),
         Command::Localize(a) => cli::localize::run(&ctx, a),
         Command::Edit(a) => cli::localize::edit(&ctx, a),
+        Command::Attention(a) => cli::attention::run(&ctx, a),
         Command::Unlearn(a) => cli::unlearn::run(&ctx, a),
         Command::Finetune(a) => cli::finetune::run(&ctx, *a),
         Command::Experiment(a) => cli::experiment::run(&ctx, a),

@@ -3,9 +3,6 @@
 
 mod common;
 
-use common::cpu_device;
-use memsieve::cli::demo::{preset_args, Preset};
-use memsieve::cli::train::train_run;
 use memsieve::model::params::{ParamKind, ParamLayout};
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,14 +21,7 @@ fn memsieve(args: &[&str]) -> (bool, String) {
 /// A one-layer model after one epoch (it memorizes nothing yet) and a JSONL file of 3 noised rows.
 fn setup() -> (PathBuf, PathBuf) {
     let run = tmp("model");
-    let mut a = preset_args(Preset::Small, run.clone());
-    a.data.num_7 = 300;
-    a.data.num_test = 40;
-    a.data.num_noise = 6;
-    a.layers = 1;
-    a.epochs = 1;
-    a.checkpoint_every = 0;
-    train_run(&cpu_device(), &a).unwrap();
+    let a = common::train_small_run(run.clone(), 1);
     let data = memsieve::data::MathDataset::generate(&a.data.config().unwrap()).unwrap();
     let rows: String = data.noisy.iter_rows().take(3).map(|r| format!("{}\n", serde_json::json!({ "tokens": r }))).collect();
     let m = run.join("m.jsonl");

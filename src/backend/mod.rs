@@ -132,6 +132,13 @@ pub enum Op<'a, Buf> {
     /// `classes`), with `neighbors` neighbours: smi::ksg::ksg_mi_columns without jitter (classes of
     /// fewer than 2 samples dropped, clipped at 0). `scratch` holds `Backend::smi_ksg_scratch_len` words.
     SmiKsg { mi: View<'a, Buf>, proj: View<'a, Buf>, labels: View<'a, Buf>, scratch: View<'a, Buf>, n: usize, k: usize, classes: usize, neighbors: usize },
+    // ---- attention-distribution statistics (depn-attention.md B3, reconstruction for decoder-only models) ----
+    /// Per (row b, head h, query t0 ≤ t < t1) of qkv [b, t, 3c]: the causal row p = softmax(q_t·k_s/√hs,
+    /// s ≤ t) summarised as out[((b·nh + h)·(t1 − t0) + t − t0)·ATTENTION_STATS + j] = (entropy H,
+    /// H/ln(t+1) (0 at t = 0), max p, mass of the top_k largest scores), streamed over key blocks with
+    /// an online max/Σe/Σe·(s−m) and a per-thread top-k list — no row of scores is ever stored.
+    /// top_k ≤ MAX_STATS_TOP_K; ties rank the lower key first.
+    AttentionStats { out: View<'a, Buf>, qkv: View<'a, Buf>, b: usize, t: usize, c: usize, nh: usize, t0: usize, t1: usize, top_k: usize },
     // ---- masked-weight unlearning (issue 7; tinymem.md §5.5): Subnet, BalancedSubnet, Durable, Greedy, SOU ----
     /// cut[0..2] (u32: order, index) = the key of rank k (0-based, ascending) among the n entries of x
     /// (·y); for k == n the sentinel (u32::MAX, u32::MAX), above every key. Radix/histogram select, no sort.
@@ -154,6 +161,21 @@ pub enum Op<'a, Buf> {
     /// shorter): out[j] = w_j² / (2·[F⁻¹]_jj), [F⁻¹]_jj = (1/λ)·(1 − g_j²/(λ + ‖g_b‖²)) (the stable form
     /// of 1/λ − g_j²/(λ² + λ‖g_b‖²); tinymem.md §5.5 SOU). ‖g_b‖² is summed in entry order.
     SouScores { out: View<'a, Buf>, w: View<'a, Buf>, g: View<'a, Buf>, n: usize, block: usize, lambda: f32 },
+}
+
+/// Words per query row of `AttentionStats`: entropy, normalised entropy, max weight, top-k mass.
+pub const ATTENTION_STATS: usize = 4;
+/// Largest k of `AttentionStats`' top-k mass (the kernels keep k candidates per thread).
+pub const MAX_STATS_TOP_K: usize = 16;
+
+/// `AttentionStats`' shape contract, checked by every backend (callers validate user input first).
+#[allow(clippy::too_many_arguments)]
+pub fn check_attention_stats(out_len: usize, qkv_len: usize, b: usize, t: usize, c: usize, nh: usize, t0: usize, t1: usize, top_k: usize) {
+    assert!(nh > 0 && c.is_multiple_of(nh), "attention_stats: {c} channels do not split into {nh} heads");
+    assert!(t0 < t1 && t1 <= t, "attention_stats: query range {t0}..{t1} outside 0..{t}");
+    assert!((1..=MAX_STATS_TOP_K).contains(&top_k), "attention_stats: top_k {top_k} outside 1..={MAX_STATS_TOP_K}");
+    assert!(qkv_len >= b * t * 3 * c, "attention_stats: qkv holds {qkv_len} words, not {b}×{t}×{}", 3 * c);
+    assert!(out_len >= b * nh * (t1 - t0) * ATTENTION_STATS, "attention_stats: out holds {out_len} words, fewer than the rows need");
 }
 
 /// How a selection ranks entries: entry j has value v_j = x[j] (times y[j] when y is given) and key
@@ -291,6 +313,7 @@ impl<Buf> Op<'_, Buf> {
             Op::MaskedMatmulBackward { .. } => "masked_matmul_backward",
             Op::SgdMomentum { .. } => "sgd_momentum",
             Op::SouScores { .. } => "sou_scores",
+            Op::AttentionStats { .. } => "attention_stats",
         }
     }
 
@@ -396,6 +419,14 @@ impl<Buf> Op<'_, Buf> {
             }
             Op::SgdMomentum { params, .. } => f(5 * params.len, 5 * params.len),
             Op::SouScores { n, .. } => f(8 * n, 3 * n),
+            // Per (row, head): the score dot products of every causal (query, key) pair with the online
+            // update (≈ 10 flops with its exp) and a top-k insertion; q of each query and k of each key
+            // read once, four words out per query.
+            Op::AttentionStats { b, c, nh, t0, t1, top_k, .. } => {
+                let pairs = b * nh * (t1 * (t1 + 1) - t0 * (t0 + 1)) / 2;
+                let queries = b * nh * (t1 - t0);
+                f(pairs * (2 * (c / nh) + 10 + top_k), b * (t1 - t0) * c + b * t1 * c + ATTENTION_STATS * queries)
+            }
         }
     }
 }

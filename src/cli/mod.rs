@@ -1,6 +1,7 @@
 //! Command implementations behind `src/main.rs`: each takes parsed arguments and returns a Result,
 //! prints a readable table and writes machine-readable JSON.
 
+pub mod attention;
 pub mod bench;
 pub mod data;
 pub mod info;

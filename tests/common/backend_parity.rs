@@ -215,6 +215,9 @@ pub fn map_op<'a, B>(op: &Op<'static, Id>, bufs: &'a [B]) -> Op<'a, B> {
             Op::SgdMomentum { params: m(params), grads: m(grads), buf: m(buf), lr, momentum, weight_decay, first }
         }
         Op::SouScores { out, w, g, n, block, lambda } => Op::SouScores { out: m(out), w: m(w), g: m(g), n, block, lambda },
+        Op::AttentionStats { out, qkv, b, t, c, nh, t0, t1, top_k } => {
+            Op::AttentionStats { out: m(out), qkv: m(qkv), b, t, c, nh, t0, t1, top_k }
+        }
     }
 }
 

@@ -118,6 +118,21 @@ pub fn wgpu_device() -> Option<Arc<Device<memsieve::backend::wgpu::WgpuBackend>>
     .clone()
 }
 
+/// A small TinyMem run trained on the cpu into `dir` for one epoch (300 clean starts, 40 test rows,
+/// 6 noised sequences: it memorizes nothing yet), with `data.json` beside the model; returns the
+/// arguments it was trained with.
+pub fn train_small_run(dir: PathBuf, layers: usize) -> memsieve::cli::train::TrainArgs {
+    let mut a = memsieve::cli::demo::preset_args(memsieve::cli::demo::Preset::Small, dir);
+    a.data.num_7 = 300;
+    a.data.num_test = 40;
+    a.data.num_noise = 6;
+    a.layers = layers;
+    a.epochs = 1;
+    a.checkpoint_every = 0;
+    memsieve::cli::train::train_run(&cpu_device(), &a).unwrap();
+    a
+}
+
 /// Deterministic values in [-1, 1) without a device pair (for host-side inputs).
 pub fn parity_free_random(n: usize) -> Vec<f32> {
     let mut s = 0x9e37_79b9_7f4a_7c15u64;

@@ -669,3 +669,32 @@ pub fn sou_sgd<B: Backend>(p: &Pair<B>) {
         p.check(&format!("sgd_momentum step {step} buf"), &buf);
     }
 }
+
+/// Attention-distribution statistics: T = 1, 37, 150, 257 (not multiples of the 64-key blocks),
+/// head sizes 16, 32 and 64, query ranges from 0 and from t0 > 0 (down to one query), k from 1 to
+/// 16 and larger than some rows, a view inside a larger buffer, and scores on a coarse grid (exact
+/// ties), where only the tie rule decides which keys are the top k.
+pub fn attention_stats<B: Backend>(p: &Pair<B>) {
+    use memsieve::backend::ATTENTION_STATS;
+    for (b, t, c, nh, t0, t1, top_k, grid) in [
+        (1, 1, 128, 4, 0, 1, 5, false),
+        (2, 37, 48, 3, 0, 37, 16, false),
+        (1, 150, 128, 4, 50, 150, 5, false),
+        (2, 257, 48, 3, 100, 257, 7, false),
+        (3, 70, 128, 2, 69, 70, 1, false),
+        (2, 150, 128, 4, 3, 90, 16, true),
+    ] {
+        let what = format!("attention_stats b={b} t={t} c={c} nh={nh} queries {t0}..{t1} k={top_k}");
+        let mut x = p.random(b * t * 3 * c, 2.0);
+        if grid {
+            x.iter_mut().for_each(|v| *v = (*v * 2.0).round() / 2.0);
+        }
+        let qkv = p.f32s(&x);
+        let len = b * nh * (t1 - t0) * ATTENTION_STATS;
+        // out starts as noise, with a guard word on each side that must survive.
+        let out = p.rand(len + 2);
+        run_both!(p, |v| Op::AttentionStats { out: v(&out).slice(1, len), qkv: v(&qkv), b, t, c, nh, t0, t1, top_k });
+        p.check(&what, &out);
+        p.check(&format!("{what} qkv untouched"), &qkv);
+    }
+}

@@ -4,6 +4,7 @@
 mod activation;
 mod adamw;
 mod attention;
+mod attnstats;
 mod attribution;
 mod crossentropy;
 mod elementwise;
@@ -281,6 +282,9 @@ impl Backend for CpuBackend {
                 mask::sgd_momentum(params, grads, buf, lr, momentum, weight_decay, first)
             }
             Op::SouScores { out, w, g, n, block, lambda } => mask::sou_scores(out, w, g, n, block, lambda),
+            Op::AttentionStats { out, qkv, b, t, c, nh, t0, t1, top_k } => {
+                attnstats::attention_stats(out, qkv, b, t, c, nh, t0, t1, top_k)
+            }
         }
     }
 }

@@ -32,6 +32,7 @@ pub const FILES: &[KernelFile] = &[
         "attention.cu",
         ["attention_forward", "attention_backward_query", "attention_backward_key_value", "kv_cache_write", "attention_decode"]
     ),
+    kernel_file!("attnstats.cu", ["attention_stats"]),
     kernel_file!("activation.cu", ["activation_forward", "activation_backward"]),
     kernel_file!("elementwise.cu", ["residual_forward", "scale_columns", "column_dot", "fill", "copy_strided", "argmax_rows"]),
     kernel_file!("crossentropy.cu", ["softmax_crossentropy_forward", "crossentropy_backward"]),

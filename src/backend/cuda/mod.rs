@@ -135,6 +135,9 @@ const SMI_THREADS: u32 = 256;
 /// Threads of the one-block rank selection (kernels/mask.cu's SELECT_THREADS).
 const SELECT_THREADS: u32 = 1024;
 
+/// Threads of attention_stats (kernels/attnstats.cu's STATS_THREADS): one query row per block.
+const STATS_THREADS: u32 = 64;
+
 /// Threads per attention block (one query or key row each).
 const ATTENTION_THREADS: u32 = 64;
 
@@ -688,6 +691,18 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                 assert!(block > 0, "sou_scores: blocks of 0 entries");
                 let args = [self.ptr(out), self.ptr(w), self.ptr(g), int(n), int(block), Arg::F32(lambda)];
                 self.launch_1d("sou_scores", n.div_ceil(block), &args);
+            }
+            Op::AttentionStats { out, qkv, b, t, c, nh, t0, t1, top_k } => {
+                super::check_attention_stats(out.len, qkv.len, b, t, c, nh, t0, t1, top_k);
+                let rows = b * nh * (t1 - t0);
+                if rows == 0 {
+                    return;
+                }
+                let args = [
+                    self.ptr(out), self.ptr(qkv), int(t), int(c), int(nh), int(t0), int(t1), int(top_k),
+                    Arg::F32(head_scale(c, nh)),
+                ];
+                self.launch("attention_stats", [blocks(rows, 1), 1, 1], [STATS_THREADS, 1, 1], 0, &args);
             }
         }
     }

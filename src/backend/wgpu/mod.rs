@@ -32,6 +32,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("adamw", include_str!("../../../shaders/adamw.wgsl")),
     ("attribution", include_str!("../../../shaders/attribution.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
+    ("attnstats", include_str!("../../../shaders/attnstats.wgsl")),
     ("crossentropy", include_str!("../../../shaders/crossentropy.wgsl")),
     ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
     ("encoder", include_str!("../../../shaders/encoder.wgsl")),

@@ -401,6 +401,12 @@ impl WgpuBackend {
                 let s = [u(n), 0, 0, 0, u(block), 0, 0, 0, 0, f(lambda)];
                 self.dispatch("mask", "sou_scores", Self::groups_1d(n.div_ceil(block), 256), &[(1, out), (2, w), (3, g)], &s);
             }
+            Op::AttentionStats { out, qkv, b, t, c, nh, t0, t1, top_k } => {
+                crate::backend::check_attention_stats(out.len, qkv.len, b, t, c, nh, t0, t1, top_k);
+                let s = [u(b), u(t), u(c), u(nh), u(t0), u(t1), u(top_k), f(head_scale(c, nh))];
+                let rows = b * nh * (t1 - t0);
+                self.dispatch("attnstats", "attention_stats", Self::groups_1d(rows, 1), &[(1, out), (2, qkv)], &s);
+            }
         }
     }
 }
