@@ -58,7 +58,7 @@ fn validate_wgsl() {
 }
 
 /// The kernel files in the order the emulator includes them (kept in step with src/backend/cuda/kernels.rs).
-const KERNEL_FILES: [&str; 11] = [
+const KERNEL_FILES: [&str; 12] = [
     "encoder.cu",
     "layernorm.cu",
     "matmul.cu",
@@ -68,6 +68,7 @@ const KERNEL_FILES: [&str; 11] = [
     "crossentropy.cu",
     "adamw.cu",
     "mask.cu",
+    "regularize.cu",
     "smi.cu",
     "attribution.cu",
 ];

@@ -6,6 +6,7 @@ use crate::backend::Backend;
 use crate::data::{Batches, TokenMatrix};
 use crate::error::{Error, Result};
 use crate::model::{AdamW, Model};
+use crate::regularize::Active;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -32,6 +33,8 @@ pub struct EpochEnd {
     pub epoch: usize,
     pub mean_loss: f64,
     pub tokens_per_s: f64,
+    /// The regularizer's epoch mean (`Active::extra_name`: spectral penalty, dropped fraction).
+    pub extra: Option<(&'static str, f64)>,
 }
 
 /// A progress bar on stderr (drawn only on a terminal).
@@ -46,14 +49,16 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// Train `model` on the rows of `data` from `start` to `opts.epochs`, calling `on_epoch` after
-/// every epoch (evaluation, checkpoints, logging). Stops at the first non-finite loss.
+/// Train `model` on the rows of `data` from `start` to `opts.epochs` with the regularizer `reg`,
+/// calling `on_epoch` after every epoch (evaluation, checkpoints, logging; it sees the regularizer's
+/// state to save it). Stops at the first non-finite loss.
 pub fn train<B: Backend>(
     model: &mut Model<B>,
     data: &TokenMatrix,
     opts: &TrainOptions,
     start: Position,
-    mut on_epoch: impl FnMut(&mut Model<B>, &EpochEnd) -> Result<()>,
+    reg: &mut Active<B>,
+    mut on_epoch: impl FnMut(&mut Model<B>, &EpochEnd, &Active<B>) -> Result<()>,
 ) -> Result<()> {
     if data.rows() == 0 {
         return Err(Error::Data("the training set is empty".into()));
@@ -68,17 +73,19 @@ pub fn train<B: Backend>(
     for epoch in start.epoch..opts.epochs {
         let epoch_phase = dev.profile.phase("train epoch");
         let t0 = Instant::now();
-        let (mut loss_sum, mut n_batches, mut n_tokens) = (0f64, 0usize, 0usize);
+        let (mut loss_sum, mut n_batches, mut n_tokens, mut extra_sum) = (0f64, 0usize, 0usize, 0f64);
         let first_batch = if epoch == start.epoch { start.batch } else { 0 };
         let batches = Batches::shuffled(data, &all, opts.batch, opts.seed, epoch as u32)?;
         for (bi, batch) in batches.enumerate().skip(first_batch) {
             let b = batch.len();
             let targets = model.lm_targets(&batch.tokens, b, t, opts.mask_pad);
-            let loss = model.train_step(&batch.tokens, &targets, b, t, &opts.adam).map_err(|e| match e {
+            let step = reg.step(model, &batch.tokens, &targets, &batch.rows, t, &opts.adam).map_err(|e| match e {
                 Error::Numerical(m) => Error::Numerical(format!("{m} (epoch {epoch}, batch {bi}); training stopped")),
                 other => other,
             })?;
+            let loss = step.loss;
             loss_sum += loss;
+            extra_sum += step.extra.unwrap_or(0.0);
             n_batches += 1;
             n_tokens += b * t;
             pb.inc(1);
@@ -93,9 +100,10 @@ pub fn train<B: Backend>(
             epoch: epoch + 1,
             mean_loss: loss_sum / n_batches.max(1) as f64,
             tokens_per_s: n_tokens as f64 / t0.elapsed().as_secs_f64(),
+            extra: reg.extra_name().map(|name| (name, extra_sum / n_batches.max(1) as f64)),
         };
         drop(epoch_phase);
-        pb.suspend(|| on_epoch(model, &end))?;
+        pb.suspend(|| on_epoch(model, &end, reg))?;
     }
     pb.finish_and_clear();
     Ok(())

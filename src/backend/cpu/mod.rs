@@ -11,6 +11,7 @@ mod encoder;
 mod layernorm;
 mod mask;
 mod matmul;
+mod regularize;
 mod smi;
 
 use super::{Backend, Op, View};
@@ -281,6 +282,15 @@ impl Backend for CpuBackend {
                 mask::sgd_momentum(params, grads, buf, lr, momentum, weight_decay, first)
             }
             Op::SouScores { out, w, g, n, block, lambda } => mask::sou_scores(out, w, g, n, block, lambda),
+            Op::SpectralPowerIteration { state, sigma, params, table, blocks, .. } => {
+                regularize::power_iteration(state, sigma, params, table, blocks)
+            }
+            Op::SpectralGradAdd { grads, state, sigma, table, blocks, lambda, linear, .. } => {
+                regularize::spectral_grad_add(grads, state, sigma, table, blocks, lambda, linear)
+            }
+            Op::ExampleTiedDropout { out, x, ids, n, t, c, pos0, seed, mode, keep, mem, scale } => {
+                regularize::example_tied_dropout(out, x, ids, n, t, c, pos0, seed, mode, keep, mem, scale)
+            }
         }
     }
 }
