@@ -215,6 +215,15 @@ pub fn map_op<'a, B>(op: &Op<'static, Id>, bufs: &'a [B]) -> Op<'a, B> {
             Op::SgdMomentum { params: m(params), grads: m(grads), buf: m(buf), lr, momentum, weight_decay, first }
         }
         Op::SouScores { out, w, g, n, block, lambda } => Op::SouScores { out: m(out), w: m(w), g: m(g), n, block, lambda },
+        Op::SpectralPowerIteration { state, sigma, params, table, blocks, entries } => Op::SpectralPowerIteration {
+            state: m(state), sigma: m(sigma), params: m(params), table: m(table), blocks, entries,
+        },
+        Op::SpectralGradAdd { grads, state, sigma, table, blocks, entries, lambda, linear } => Op::SpectralGradAdd {
+            grads: m(grads), state: m(state), sigma: m(sigma), table: m(table), blocks, entries, lambda, linear,
+        },
+        Op::ExampleTiedDropout { out, x, ids, n, t, c, pos0, seed, mode, keep, mem, scale } => Op::ExampleTiedDropout {
+            out: m(out), x: m(x), ids: mo(ids), n, t, c, pos0, seed, mode, keep, mem, scale,
+        },
     }
 }
 
