@@ -359,3 +359,54 @@ fn example_tied_dropout_training_resumes_exactly_and_evaluates_with_the_mask() {
         }
     }
 }
+
+/// The model's ETD wiring: with one example in the batch, d(loss)/d(wpe) is exactly 0 at every
+/// dropped channel (or position) of the first block's input and matches finite differences at kept ones.
+#[test]
+fn example_tied_dropout_gradients_follow_the_mask() {
+    let dev = cpu_device();
+    for mode in [EtdMode::Channels, EtdMode::Positions] {
+        let mut cfg = ModelConfig { n_embd: 16, n_head: 2, n_positions: 12, ..ModelConfig::tinymem_math(2) };
+        let e = EtdConfig { mode, p_gen: 0.25, p_mem: 0.25, seed: 5 };
+        cfg.example_tied_dropout = Some(e);
+        let mut m = Model::new(dev.clone(), cfg.clone(), 3).unwrap();
+        let (t, c, id) = (10, 16, 7u32);
+        let tokens: Vec<u32> = (0..t).map(|i| ((i * 5 + 1) % 10) as u32).collect();
+        let targets = m.lm_targets(&tokens, 1, t, false);
+        m.set_example_ids(&[id]);
+        m.forward_backward(&tokens, &targets, 1, t).unwrap();
+        let grads = m.download_grads().unwrap();
+        let layout = ParamLayout::new(&cfg);
+        let wpe = layout.by_name("transformer.wpe.weight").unwrap().offset;
+        let (keep, mem) = (e.keep(c, 12), e.mem(c));
+        let channels = etd::channels_kept(5, id, c, keep, mem as usize);
+        let kept = |p: usize, j: usize| match mode {
+            EtdMode::Channels => channels[j],
+            EtdMode::Positions => etd::position_kept(5, Some(id), p, keep, mem),
+        };
+        let params = m.download_params();
+        let loss_at = |m: &mut Model<_>, w: &[f32]| {
+            m.upload_params(w);
+            m.set_example_ids(&[id]);
+            m.evaluate(&tokens, &targets, 1, t).unwrap().loss
+        };
+        let mut checked = 0;
+        for p in 0..t {
+            for j in 0..c {
+                let g = grads[wpe + p * c + j];
+                if !kept(p, j) {
+                    assert_eq!(g, 0.0, "{mode:?}: gradient {g} at dropped position {p}, channel {j}");
+                } else if checked < 6 && (p + j) % 5 == 0 {
+                    let h = 1e-2f32;
+                    let (mut wp, mut wm) = (params.clone(), params.clone());
+                    wp[wpe + p * c + j] += h;
+                    wm[wpe + p * c + j] -= h;
+                    let fd = (loss_at(&mut m, &wp) - loss_at(&mut m, &wm)) / (2.0 * h as f64);
+                    assert!((fd - g as f64).abs() <= 0.05 * fd.abs() + 2e-4, "{mode:?}: position {p}, channel {j}: backward {g}, finite difference {fd}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 3, "{mode:?}: only {checked} kept entries checked");
+    }
+}

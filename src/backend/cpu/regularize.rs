@@ -74,10 +74,10 @@ pub fn example_tied_dropout(out: V, x: V, ids: Option<V>, n: usize, t: usize, c:
         };
         for p in 0..t {
             let pos_kept = mode == EtdMode::Channels || etd::position_kept(seed, id, pos0 + p, keep, mem);
-            for j in 0..c {
+            for (j, &kept) in channels.iter().enumerate() {
                 let e = p * c + j;
                 let xv = if in_place { o[e] } else { src[r * t * c + e] };
-                o[e] = if pos_kept && channels[j] { xv * scale } else { 0.0 };
+                o[e] = if pos_kept && kept { xv * scale } else { 0.0 };
             }
         }
     });
