@@ -69,6 +69,7 @@ const KERNEL_FILES: [&str; 12] = [
     "crossentropy.cu",
     "adamw.cu",
     "mask.cu",
+    "regularize.cu",
     "smi.cu",
     "attribution.cu",
 ];

@@ -81,4 +81,21 @@ __device__ __forceinline__ bool key_below(unsigned order, unsigned j, unsigned c
     return order < cut_order || (order == cut_order && j < cut_index);
 }
 
+// Philox4x32-10 (src/rng.rs): 10 rounds over counter c with key (k0, k1).
+__device__ __forceinline__ void philox4x32(unsigned c[4], unsigned k0, unsigned k1) {
+    for (int round = 0; round < 10; round++) {
+        if (round > 0) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        unsigned long long p0 = (unsigned long long)0xD2511F53u * c[0];
+        unsigned long long p1 = (unsigned long long)0xCD9E8D57u * c[2];
+        unsigned x0 = (unsigned)(p1 >> 32) ^ c[1] ^ k0, x2 = (unsigned)(p0 >> 32) ^ c[3] ^ k1;
+        c[0] = x0;
+        c[1] = (unsigned)p1;
+        c[2] = x2;
+        c[3] = (unsigned)p0;
+    }
+}
+
 #endif

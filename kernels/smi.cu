@@ -8,27 +8,10 @@
 #define SMI_STATS_ROWS 1024  // smi::psmi::STATS_ROWS
 #define SMI_THREADS 256      // blocks of smi_directions and smi_row_summary (a power of two)
 
-// Philox4x32-10 (src/rng.rs): 10 rounds over counter c with key (k0, k1).
-__device__ __forceinline__ void smi_philox(unsigned c[4], unsigned k0, unsigned k1) {
-    for (int round = 0; round < 10; round++) {
-        if (round > 0) {
-            k0 += 0x9E3779B9u;
-            k1 += 0xBB67AE85u;
-        }
-        unsigned long long p0 = (unsigned long long)0xD2511F53u * c[0];
-        unsigned long long p1 = (unsigned long long)0xCD9E8D57u * c[2];
-        unsigned x0 = (unsigned)(p1 >> 32) ^ c[1] ^ k0, x2 = (unsigned)(p0 >> 32) ^ c[3] ^ k1;
-        c[0] = x0;
-        c[1] = (unsigned)p1;
-        c[2] = x2;
-        c[3] = (unsigned)p0;
-    }
-}
-
 // smi::directions::seeded_normal: Box–Muller on the pair of block (coord/2, slice, PROJECTION, attempt).
 __device__ __forceinline__ double smi_normal(unsigned k0, unsigned k1, unsigned slice, long long coord, unsigned attempt) {
     unsigned c[4] = {(unsigned)(coord / 2), slice, 4u /* purpose::PROJECTION */, attempt};
-    smi_philox(c, k0, k1);
+    philox4x32(c, k0, k1);
     int pair = 2 * (int)(coord % 2);
     double u1 = ((double)c[pair] + 0.5) * (1.0 / 4294967296.0);
     double u2 = ((double)c[pair + 1] + 0.5) * (1.0 / 4294967296.0);

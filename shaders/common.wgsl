@@ -55,3 +55,34 @@ fn select_order(v: f32, signed_order: bool) -> u32 {
 fn key_below(order: u32, j: u32, cut_order: u32, cut_index: u32) -> bool {
     return order < cut_order || (order == cut_order && j < cut_index);
 }
+
+// ---- Philox4x32-10 (src/rng.rs) ----
+
+// High 32 bits of a·b from 16-bit limbs (WGSL has no 64-bit integers).
+fn mulhi(a: u32, b: u32) -> u32 {
+    let a0 = a & 0xffffu;
+    let a1 = a >> 16u;
+    let b0 = b & 0xffffu;
+    let b1 = b >> 16u;
+    let lo = a0 * b0;
+    let mid1 = a1 * b0;
+    let mid2 = a0 * b1;
+    let carry = ((lo >> 16u) + (mid1 & 0xffffu) + (mid2 & 0xffffu)) >> 16u;
+    return a1 * b1 + (mid1 >> 16u) + (mid2 >> 16u) + carry;
+}
+
+fn philox(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
+    var x = counter;
+    var k = key;
+    for (var round = 0u; round < 10u; round++) {
+        if (round > 0u) {
+            k += vec2<u32>(0x9E3779B9u, 0xBB67AE85u);
+        }
+        let hi0 = mulhi(0xD2511F53u, x.x);
+        let lo0 = 0xD2511F53u * x.x;
+        let hi1 = mulhi(0xCD9E8D57u, x.z);
+        let lo1 = 0xCD9E8D57u * x.z;
+        x = vec4<u32>(hi1 ^ x.y ^ k.x, lo1, hi0 ^ x.w ^ k.y, lo0);
+    }
+    return x;
+}

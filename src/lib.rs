@@ -13,6 +13,7 @@ pub mod machine;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod regularize;
 pub mod rng;
 pub mod smi;
 pub mod train;

@@ -48,6 +48,10 @@ pub mod purpose {
     pub const PROJECTION: u32 = 4;
     pub const MASK_INIT: u32 = 5;
     pub const MISC: u32 = 6;
+    /// The spectral-norm penalty's initial u vectors (src/regularize/spectral.rs).
+    pub const SPECTRAL: u32 = 7;
+    /// Example-tied dropout masks, drawn in-kernel (src/regularize/etd.rs).
+    pub const ETD: u32 = 8;
 }
 
 /// A sequential reader over one Philox stream: counter = (block, stream, purpose, 0).

@@ -6,6 +6,7 @@ use crate::backend::Backend;
 use crate::data::{Batch, Batches, TokenMatrix};
 use crate::error::{Error, Result};
 use crate::model::{AdamW, Model};
+use crate::regularize::Active;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -34,6 +35,8 @@ pub struct EpochEnd {
     pub tokens_per_s: f64,
     /// Wall time of the epoch's training steps (evaluation excluded).
     pub seconds: f64,
+    /// The regularizer's epoch mean (`Active::extra_name`: spectral penalty, dropped fraction).
+    pub extra: Option<(&'static str, f64)>,
 }
 
 /// A progress bar on stderr (drawn only on a terminal).
@@ -48,17 +51,19 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// Train `model` on the rows of `data` from `start` to `opts.epochs`, calling `on_epoch` after
-/// every epoch (evaluation, checkpoints, logging). Stops at the first non-finite loss.
+/// Train `model` on the rows of `data` from `start` to `opts.epochs` with the regularizer `reg`,
+/// calling `on_epoch` after every epoch (evaluation, checkpoints, logging; it sees the regularizer's
+/// state to save it). Stops at the first non-finite loss.
 pub fn train<B: Backend>(
     model: &mut Model<B>,
     data: &TokenMatrix,
     opts: &TrainOptions,
     start: Position,
-    on_epoch: impl FnMut(&mut Model<B>, &EpochEnd) -> Result<()>,
+    reg: &mut Active<B>,
+    on_epoch: impl FnMut(&mut Model<B>, &EpochEnd, &Active<B>) -> Result<()>,
 ) -> Result<()> {
     let lm = |m: &Model<B>, b: &Batch| m.lm_targets(&b.tokens, b.len(), b.cols, opts.mask_pad);
-    train_with_targets(model, data, opts, start, lm, on_epoch)
+    train_with_targets(model, data, opts, start, reg, lm, on_epoch)
 }
 
 /// [`train`] with the targets of each batch from `targets` (fine-tuning mixes next-token rows with
@@ -68,8 +73,9 @@ pub fn train_with_targets<B: Backend>(
     data: &TokenMatrix,
     opts: &TrainOptions,
     start: Position,
+    reg: &mut Active<B>,
     targets_of: impl Fn(&Model<B>, &Batch) -> Vec<u32>,
-    mut on_epoch: impl FnMut(&mut Model<B>, &EpochEnd) -> Result<()>,
+    mut on_epoch: impl FnMut(&mut Model<B>, &EpochEnd, &Active<B>) -> Result<()>,
 ) -> Result<()> {
     if data.rows() == 0 {
         return Err(Error::Data("the training set is empty".into()));
@@ -85,17 +91,19 @@ pub fn train_with_targets<B: Backend>(
     for epoch in start.epoch..opts.epochs {
         let epoch_phase = dev.profile.phase("train epoch");
         let t0 = Instant::now();
-        let (mut loss_sum, mut n_batches, mut n_tokens) = (0f64, 0usize, 0usize);
+        let (mut loss_sum, mut n_batches, mut n_tokens, mut extra_sum) = (0f64, 0usize, 0usize, 0f64);
         let first_batch = if epoch == start.epoch { start.batch } else { 0 };
         let batches = Batches::shuffled(data, &all, opts.batch, opts.seed, epoch as u32)?;
         for (bi, batch) in batches.enumerate().skip(first_batch) {
             let b = batch.len();
             let targets = targets_of(model, &batch);
-            let loss = model.train_step(&batch.tokens, &targets, b, t, &opts.adam).map_err(|e| match e {
+            let step = reg.step(model, &batch.tokens, &targets, &batch.rows, t, &opts.adam).map_err(|e| match e {
                 Error::Numerical(m) => Error::Numerical(format!("{m} (epoch {epoch}, batch {bi}); training stopped")),
                 other => other,
             })?;
+            let loss = step.loss;
             loss_sum += loss;
+            extra_sum += step.extra.unwrap_or(0.0);
             n_batches += 1;
             n_tokens += b * t;
             pb.inc(1);
@@ -111,9 +119,10 @@ pub fn train_with_targets<B: Backend>(
             mean_loss: loss_sum / n_batches.max(1) as f64,
             tokens_per_s: n_tokens as f64 / t0.elapsed().as_secs_f64(),
             seconds: t0.elapsed().as_secs_f64(),
+            extra: reg.extra_name().map(|name| (name, extra_sum / n_batches.max(1) as f64)),
         };
         drop(epoch_phase);
-        pb.suspend(|| on_epoch(model, &end))?;
+        pb.suspend(|| on_epoch(model, &end, reg))?;
     }
     pb.finish_and_clear();
     Ok(())

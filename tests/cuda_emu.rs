@@ -86,7 +86,8 @@ mod shared {
     }
     shared_parity_tests!(
         encoder, layernorm, matmul, attention, kv_cache_decode, activation, crossentropy, adamw, small_ops, smi_directions,
-        smi_project, smi_stats_score_summary, gather_rows, attention_row, target_prob_backward, ig_reduce, smi_ksg, select_mask, masked_matmul, sou_sgd, attention_stats
+        smi_project, smi_stats_score_summary, gather_rows, attention_row, target_prob_backward, ig_reduce, smi_ksg, select_mask, masked_matmul, sou_sgd, attention_stats,
+        spectral, example_tied_dropout
     );
 }
 

@@ -76,7 +76,7 @@ fn first_finetuning_step_continues_the_original_run() {
     let adam = AdamW { lr: a.lr, weight_decay: a.weight_decay, ..AdamW::default() };
     let opts = TrainOptions { epochs: 1, batch: a.batch, adam, seed: a.seed, mask_pad: false };
     let mut original = Model::new(dev.clone(), cfg.clone(), a.seed).unwrap();
-    train(&mut original, &data.train, &opts, Position::default(), |_, _| Ok(())).unwrap();
+    train(&mut original, &data.train, &opts, Position::default(), &mut memsieve::regularize::Active::None, |_, _, _| Ok(())).unwrap();
     assert!(original.download_params() == saved, "the in-memory run is not the saved one");
 
     // One more step of it on the batch fine-tuning takes first: all 20 clean rows in epoch 1's order.

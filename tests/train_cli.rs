@@ -4,7 +4,6 @@ mod common;
 
 use common::cpu_device;
 use memsieve::checkpoint;
-use memsieve::cli::demo::{preset_args, Preset};
 use memsieve::cli::train::{train_run, TrainArgs};
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,19 +14,8 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-/// A tiny run: 1 layer, a few hundred short rows.
 fn tiny(out: PathBuf, epochs: usize) -> TrainArgs {
-    let mut a = preset_args(Preset::Small, out);
-    a.data.num_7 = 300;
-    a.data.num_extra = 0;
-    a.data.num_test = 50;
-    a.data.num_noise = 20;
-    a.data.dup_powers = vec![0, 1];
-    a.layers = 1;
-    a.epochs = epochs;
-    a.eval_every = 1;
-    a.checkpoint_every = 1;
-    a
+    common::tiny_train_args(out, epochs)
 }
 
 #[test]

@@ -16,7 +16,7 @@ macro_rules! parity_tests {
 }
 
 parity_tests!(encoder, layernorm, matmul, attention, kv_cache_decode, activation, crossentropy, adamw, small_ops, smi_directions, smi_project, smi_stats_score_summary,
-    gather_rows, attention_row, target_prob_backward, ig_reduce, smi_ksg, select_mask, masked_matmul, sou_sgd, attention_stats);
+    gather_rows, attention_row, target_prob_backward, ig_reduce, smi_ksg, select_mask, masked_matmul, sou_sgd, attention_stats, spectral, example_tied_dropout);
 
 use memsieve::backend::{Backend, Device};
 use memsieve::model::config::ModelConfig;

@@ -161,6 +161,24 @@ pub enum Op<'a, Buf> {
     /// shorter): out[j] = w_j² / (2·[F⁻¹]_jj), [F⁻¹]_jj = (1/λ)·(1 − g_j²/(λ + ‖g_b‖²)) (the stable form
     /// of 1/λ − g_j²/(λ² + λ‖g_b‖²); tinymem.md §5.5 SOU). ‖g_b‖² is summed in entry order.
     SouScores { out: View<'a, Buf>, w: View<'a, Buf>, g: View<'a, Buf>, n: usize, block: usize, lambda: f32 },
+    // ---- training regularizers (tinymem.md §5.1; src/regularize) ----
+    /// One power iteration per matrix block (the spectral-norm penalty). Block b's entry in `table`
+    /// (u32 words 5b..5b+5: offset, rows, cols, ld, state offset) names W_b[i, j] = params[offset + i·ld + j]
+    /// and its persistent u [rows] followed by v [cols] in `state`: v = normalize(W_bᵀu),
+    /// u = normalize(W_b v) (x / max(‖x‖, 1e-12), PyTorch's F.normalize), sigma[b] = uᵀ·(W_b v).
+    /// `entries` = Σ rows·cols (for the cost). One workgroup per block on the GPUs.
+    SpectralPowerIteration { state: View<'a, Buf>, sigma: View<'a, Buf>, params: View<'a, Buf>, table: View<'a, Buf>, blocks: usize, entries: usize },
+    /// grads[W_b[i, j]] += coef_b·u_i·v_j with coef_b = λ·σ_b, the gradient of (λ/2)·Σσ², or λ/2 with
+    /// `linear` ((λ/2)·Σσ, the reference's penalty); ∂σ/∂W = u vᵀ. Blocks must not overlap.
+    SpectralGradAdd { grads: View<'a, Buf>, state: View<'a, Buf>, sigma: View<'a, Buf>, table: View<'a, Buf>, blocks: usize, entries: usize, lambda: f32, linear: bool },
+    /// Example-tied dropout over x [n, c], n = rows·t (row r = i / t has position pos0 + i % t):
+    /// out = x ⊙ m · scale, 0 where dropped (may run in place; its backward is the same op on the
+    /// gradient). With `ids` (u32 per row: the example's dataset index) the training mask: Channels
+    /// keeps channels j < keep and the `mem` channels of the lowest keys (h_j, j) among j ≥ keep,
+    /// h_j = Philox(seed; j, id, ETD, 0)[0]; Positions keeps positions < keep and a later position p
+    /// where Philox(seed; p, id, ETD, 1)[0] < mem. Without ids the evaluation mask: only the
+    /// channels (positions) below `keep`. The mask is never stored.
+    ExampleTiedDropout { out: View<'a, Buf>, x: View<'a, Buf>, ids: Option<View<'a, Buf>>, n: usize, t: usize, c: usize, pos0: usize, seed: u64, mode: EtdMode, keep: usize, mem: u32, scale: f32 },
 }
 
 /// Words per query row of `AttentionStats`: entropy, normalised entropy, max weight, top-k mass.
@@ -177,6 +195,18 @@ pub fn check_attention_stats(out_len: usize, qkv_len: usize, b: usize, t: usize,
     assert!(qkv_len >= b * t * 3 * c, "attention_stats: qkv holds {qkv_len} words, not {b}×{t}×{}", 3 * c);
     assert!(out_len >= b * nh * (t1 - t0) * ATTENTION_STATS, "attention_stats: out holds {out_len} words, fewer than the rows need");
 }
+
+/// What example-tied dropout masks: hidden channels (Maini et al., the default) or positions
+/// (the reference's code, `--etd-positions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EtdMode {
+    Channels,
+    Positions,
+}
+
+/// Widest hidden state the GPU example-tied-dropout kernels take (their per-channel shared arrays).
+pub const ETD_MAX_C: usize = 1024;
 
 /// How a selection ranks entries: entry j has value v_j = x[j] (times y[j] when y is given) and key
 /// (order(v_j), j) compared lexicographically, so keys are unique and every backend picks the same
@@ -314,6 +344,9 @@ impl<Buf> Op<'_, Buf> {
             Op::SgdMomentum { .. } => "sgd_momentum",
             Op::SouScores { .. } => "sou_scores",
             Op::AttentionStats { .. } => "attention_stats",
+            Op::SpectralPowerIteration { .. } => "spectral_power_iteration",
+            Op::SpectralGradAdd { .. } => "spectral_grad_add",
+            Op::ExampleTiedDropout { .. } => "example_tied_dropout",
         }
     }
 
@@ -427,6 +460,11 @@ impl<Buf> Op<'_, Buf> {
                 let queries = b * nh * (t1 - t0);
                 f(pairs * (2 * (c / nh) + 10 + top_k), b * (t1 - t0) * c + b * t1 * c + ATTENTION_STATS * queries)
             }
+            // Wᵀu and W v read the block twice; norms and σ are O(rows + cols).
+            Op::SpectralPowerIteration { blocks, entries, .. } => f(4 * entries, 2 * entries + 8 * blocks),
+            Op::SpectralGradAdd { entries, .. } => f(2 * entries, 2 * entries),
+            // Philox (≈ 40 flops) per channel or position and row, then one multiply per entry.
+            Op::ExampleTiedDropout { n, c, .. } => f(n * c + 40 * n, 2 * n * c),
         }
     }
 }

@@ -57,8 +57,18 @@ pub fn config_to_hf_json(cfg: &ModelConfig) -> Value {
     if let Some(pad) = cfg.pad_token_id {
         v["pad_token_id"] = json!(pad);
     }
+    if let Some(e) = &cfg.example_tied_dropout {
+        let mut e = serde_json::to_value(e).expect("the ETD config serialises");
+        e["note"] = json!(
+            "trained with example-tied dropout (tinymem.md 5.1): memsieve evaluates with only the generalization channels/positions, scaled by (p_gen+p_mem)/p_gen; transformers ignores this key"
+        );
+        v[ETD_KEY] = e;
+    }
     v
 }
+
+/// The config.json key of an example-tied-dropout model's masks.
+pub const ETD_KEY: &str = "memsieve_example_tied_dropout";
 
 /// Parse a `GPT2Config` JSON object. Refuses what memsieve cannot run; runs `cfg.validate()`.
 ///
@@ -142,6 +152,10 @@ pub fn config_from_hf_json(v: &Value) -> Result<ModelConfig> {
         bos_token_id: default_special("bos_token_id")?,
         eos_token_id: default_special("eos_token_id")?,
         pad_token_id: get_token_id(obj, "pad_token_id")?,
+        example_tied_dropout: match present(obj, ETD_KEY) {
+            None => None,
+            Some(e) => Some(serde_json::from_value(e.clone()).map_err(|err| bad(format!("{ETD_KEY} is not readable: {err}")))?),
+        },
     };
     cfg.validate()?;
     Ok(cfg)

@@ -7,13 +7,15 @@ use crate::error::{write_atomic, Error, Result};
 use serde::{Deserialize, Serialize};
 use crate::model::AdamW;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
 const FORMAT: &str = "memsieve-adamw";
 const FORMAT_VERSION: u32 = 1;
+/// Regularizer state tensors optimizer.safetensors may hold beside m and v.
+const EXTRA_TENSORS: &[&str] = &[crate::regularize::SPECTRAL_TENSOR, crate::regularize::DROPPER_TENSOR];
 
 /// Everything needed to resume training exactly.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,6 +42,10 @@ pub struct TrainState {
     pub data_config: Value,
     /// Metrics history, one JSON row per evaluation.
     pub metrics: Vec<Value>,
+    /// The run's regularizer and its host state (`{"regularizer": …, "state": …}`; src/regularize).
+    pub regularizer: Option<Value>,
+    /// Regularizer state tensors saved beside the moments (`regularize::SPECTRAL_TENSOR`, …).
+    pub extra: BTreeMap<String, Vec<f32>>,
 }
 
 impl TrainState {
@@ -57,6 +63,8 @@ impl TrainState {
             v: vec![0.0; n_params],
             data_config,
             metrics: Vec::new(),
+            regularizer: None,
+            extra: BTreeMap::new(),
         }
     }
 
@@ -90,6 +98,8 @@ struct StateJson {
     n_params: usize,
     data_config: Value,
     metrics: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    regularizer: Option<Value>,
 }
 
 /// Write `dir/optimizer.safetensors`, then `dir/trainer_state.json`, each atomically.
@@ -105,7 +115,14 @@ pub fn save_train_state(dir: impl AsRef<Path>, state: &TrainState) -> Result<()>
         ("step".to_string(), state.step.to_string()),
         ("n_params".to_string(), n.to_string()),
     ]);
-    let bytes = serialize_f32(&[("m".into(), vec![n], &state.m[..]), ("v".into(), vec![n], &state.v[..])], meta)?;
+    let mut tensors = vec![("m".into(), vec![n], &state.m[..]), ("v".into(), vec![n], &state.v[..])];
+    for (name, t) in &state.extra {
+        if !EXTRA_TENSORS.contains(&name.as_str()) {
+            return Err(Error::Checkpoint(format!("{name:?} is not a training-state tensor memsieve saves")));
+        }
+        tensors.push((name.clone(), vec![t.len()], &t[..]));
+    }
+    let bytes = serialize_f32(&tensors, meta)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_atomic(dir.join(OPTIMIZER_FILE), &bytes)?;
     let json = StateJson {
@@ -121,6 +138,7 @@ pub fn save_train_state(dir: impl AsRef<Path>, state: &TrainState) -> Result<()>
         n_params: n,
         data_config: state.data_config.clone(),
         metrics: state.metrics.clone(),
+        regularizer: state.regularizer.clone(),
     };
     let mut text = serde_json::to_string_pretty(&json)
         .map_err(|e| Error::Checkpoint(format!("cannot serialise trainer state: {e}")))?;
@@ -190,9 +208,26 @@ pub fn load_train_state(dir: impl AsRef<Path>) -> Result<TrainState> {
     if let Some(i) = v.iter().position(|x| *x < 0.0) {
         return Err(Error::Checkpoint(format!("{}: v is negative at index {i}", opt_path.display())));
     }
-    let extra: Vec<&str> = st.names().into_iter().filter(|n| *n != "m" && *n != "v").collect();
-    if !extra.is_empty() {
-        return Err(Error::Checkpoint(format!("{}: unexpected tensors {extra:?}", opt_path.display())));
+    let unknown: Vec<String> = st
+        .names()
+        .into_iter()
+        .map(|n| n.to_string())
+        .filter(|n| !["m", "v"].contains(&n.as_str()) && !EXTRA_TENSORS.contains(&n.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Error::Checkpoint(format!("{}: unexpected tensors {unknown:?}", opt_path.display())));
+    }
+    let mut extra = BTreeMap::new();
+    for name in EXTRA_TENSORS {
+        if let Ok(view) = st.tensor(name) {
+            let len = view.shape().iter().product();
+            let mut out = vec![0f32; len];
+            super::decode_into(name, &view, &mut out)?;
+            if let Some((i, x)) = super::first_non_finite(&out) {
+                return Err(Error::Checkpoint(format!("{}: {name} holds {x} at index {i}", opt_path.display())));
+            }
+            extra.insert(name.to_string(), out);
+        }
     }
     let state = TrainState {
         step: js.step,
@@ -206,6 +241,8 @@ pub fn load_train_state(dir: impl AsRef<Path>) -> Result<TrainState> {
         v,
         data_config: js.data_config,
         metrics: js.metrics,
+        regularizer: js.regularizer,
+        extra,
     };
     let cfg_path = dir.join(CONFIG_FILE);
     if cfg_path.is_file() {

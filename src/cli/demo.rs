@@ -62,6 +62,12 @@ pub fn preset_args(p: Preset, out: PathBuf) -> TrainArgs {
         eval_every: 50,
         checkpoint_every: 50,
         resume: false,
+        regularizer: None,
+        spectral_lambda: 0.01,
+        spectral_linear: false,
+        dropc: 0.05,
+        truncation_window: crate::regularize::truncation::WINDOW,
+        etd_positions: false,
     };
     match p {
         Preset::Paper => paper,

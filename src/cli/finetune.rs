@@ -283,6 +283,10 @@ pub fn finetune_run<B: Backend>(dev: &Arc<Device<B>>, a: &FinetuneArgs) -> Resul
     let seed = a.seed.or(state.as_ref().map(|s| s.seed)).unwrap_or(0);
     let mask_pad = a.loss_mask_pad || state.as_ref().and_then(|s| s.mask_pad).unwrap_or(false);
 
+    // Fine-tuning rows are not the base run's dataset rows, so its per-example masks cannot follow.
+    if cfg.example_tied_dropout.is_some() {
+        return Err(Error::Input(format!("{} was trained with example-tied dropout; fine-tuning such a model is not supported", a.model.display())));
+    }
     let mut model = Model::from_params(dev.clone(), cfg.clone(), &ck.model.params)?;
     let base_step = state.as_ref().map_or(0, |s| s.step);
     if let (Some(s), false) = (&state, a.fresh_optimizer) {
@@ -324,7 +328,9 @@ pub fn finetune_run<B: Backend>(dev: &Arc<Device<B>>, a: &FinetuneArgs) -> Resul
     let opts = TrainOptions { epochs: last, batch, adam, seed, mask_pad };
     let mut train_seconds = 0.0;
     let targets = |m: &Model<B>, b: &crate::data::Batch| set.batch_targets(m, b, mask_pad);
-    train_with_targets(&mut model, &set.rows, &opts, Position { epoch: base_epoch, batch: 0 }, targets, |model, e| {
+    // Plain AdamW steps: the base run's regularizer (if any) is not continued.
+    let mut plain = crate::regularize::Active::None;
+    train_with_targets(&mut model, &set.rows, &opts, Position { epoch: base_epoch, batch: 0 }, &mut plain, targets, |model, e, _| {
         train_seconds += e.seconds;
         let mut row = rec.row(model, e);
         let r = EpochResult { epoch: e.epoch, finetune_epoch: e.epoch - base_epoch, train_loss: Some(e.mean_loss), seconds: Some(e.seconds), evals: evaluate_all(model, &evals)? };

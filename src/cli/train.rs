@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 use crate::metrics::MemWindow;
 use crate::model::config::ModelConfig;
 use crate::model::{AdamW, Model};
+use crate::backend::EtdMode;
+use crate::regularize::etd::EtdConfig;
+use crate::regularize::{Active, Regularizer};
 use crate::train::{train, EpochEnd, Position, TrainOptions};
 use clap::Args;
 use serde_json::json;
@@ -110,6 +113,50 @@ pub struct TrainArgs {
     /// Continue the run saved in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Regularizer during training (tinymem.md §5.1); a resumed run keeps the one it was started with.
+    #[arg(long, value_enum)]
+    pub regularizer: Option<RegularizerChoice>,
+    /// Spectral penalty weight λ (the spec's grid: 0.001, 0.01, 0.1).
+    #[arg(long, default_value_t = 0.01)]
+    pub spectral_lambda: f32,
+    /// The reference's linear spectral penalty (λ/2)·Σσ instead of Yoshida & Miyato's (λ/2)·Σσ².
+    #[arg(long)]
+    pub spectral_linear: bool,
+    /// Loss truncation: drop samples at or above this top fraction of recent losses (0.01, 0.05, 0.1).
+    #[arg(long, default_value_t = 0.05)]
+    pub dropc: f64,
+    /// Loss truncation's window: the ring buffer of recent losses and how often (in samples) the
+    /// cutoff is recomputed (the reference's 10,000).
+    #[arg(long, default_value_t = crate::regularize::truncation::WINDOW)]
+    pub truncation_window: usize,
+    /// Example-tied dropout over positions, as the reference codes it (default: hidden channels).
+    #[arg(long)]
+    pub etd_positions: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RegularizerChoice {
+    None,
+    /// Spectral-norm penalty over per-head/per-matrix blocks (--spectral-lambda, --spectral-linear).
+    Spectral,
+    /// Drop the highest-loss samples of each batch (--dropc).
+    LossTruncation,
+    /// Per-example masks on every block's input (--etd-positions).
+    ExampleTiedDropout,
+}
+
+impl TrainArgs {
+    /// The regularizer these flags ask for.
+    pub fn regularizer(&self) -> Regularizer {
+        match self.regularizer.unwrap_or(RegularizerChoice::None) {
+            RegularizerChoice::None => Regularizer::None,
+            RegularizerChoice::Spectral => Regularizer::Spectral { lambda: self.spectral_lambda, linear: self.spectral_linear },
+            RegularizerChoice::LossTruncation => Regularizer::LossTruncation { dropc: self.dropc, window: self.truncation_window },
+            RegularizerChoice::ExampleTiedDropout => {
+                Regularizer::ExampleTiedDropout { mode: if self.etd_positions { EtdMode::Positions } else { EtdMode::Channels } }
+            }
+        }
+    }
 }
 
 /// What a finished run hands back (the demo builds on it).
@@ -152,7 +199,7 @@ pub fn train_run<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a:
     let adam = AdamW { lr: a.lr, weight_decay: a.weight_decay, ..AdamW::default() };
 
     // Data, model and position: fresh, or from the run directory.
-    let (data, mut model, start, mut state) = if a.resume {
+    let (data, mut model, start, mut state, reg) = if a.resume {
         let ck = checkpoint::load_checkpoint(&a.out)?;
         let state = ck.train.ok_or_else(|| {
             Error::Checkpoint(format!("{} has no training state to resume (optimizer.safetensors)", a.out.display()))
@@ -161,14 +208,34 @@ pub fn train_run<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a:
         let mut model = Model::from_params(dev.clone(), ck.model.config, &ck.model.params)?;
         model.upload_adam_state(&state.m, &state.v, state.step)?;
         let start = Position { epoch: state.epoch as usize, batch: state.batch_in_epoch as usize };
+        let reg = match state.regularizer.as_ref().map(|r| serde_json::from_value::<Regularizer>(r["regularizer"].clone())) {
+            None => Regularizer::None,
+            Some(Ok(r)) => r,
+            Some(Err(e)) => return Err(Error::Checkpoint(format!("the run's regularizer is not readable: {e}"))),
+        };
+        if a.regularizer.is_some() && a.regularizer() != reg {
+            return Err(Error::Input(format!("{} was trained with regularizer {reg:?}, not {:?}", a.out.display(), a.regularizer())));
+        }
         eprintln!("resuming {} at epoch {}, step {}", a.out.display(), start.epoch, state.step);
-        (data, model, start, state)
+        (data, model, start, state, reg)
     } else {
-        let (data, description, cfg) = fresh_data(a)?;
+        let (data, description, mut cfg) = fresh_data(a)?;
+        let reg = a.regularizer();
+        if let Regularizer::ExampleTiedDropout { mode } = reg {
+            cfg.example_tied_dropout = Some(EtdConfig::new(mode, a.seed));
+        }
         let model = Model::new(dev.clone(), cfg, a.seed)?;
         let state = TrainState::new(model.num_params(), a.seed, adam, description);
-        (data, model, Position::default(), state)
+        (data, model, Position::default(), state, reg)
     };
+    let mut active = Active::new(&reg, &model, state.seed)?;
+    if a.resume {
+        let saved = state.regularizer.as_ref().map_or(serde_json::Value::Null, |r| r["state"].clone());
+        active.restore(&model, &saved, &state.extra)?;
+    }
+    if reg != Regularizer::None {
+        eprintln!("regularizer: {reg:?}");
+    }
     if let TrainData::Math(d) = &data {
         super::write_json(&a.out.join("data.json"), &d.config)?;
         eprintln!("{}", d.summary());
@@ -180,7 +247,7 @@ pub fn train_run<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a:
     let mut reports = Vec::new();
     let mut rec = EpochRecorder::new(&a.out, state, a.checkpoint_every, opts.epochs, Vec::new());
 
-    train(&mut model, data.train_rows(), &opts, start, |model, e| {
+    train(&mut model, data.train_rows(), &opts, start, &mut active, |model, e, active| {
         let mut row = rec.row(model, e);
         if e.epoch == opts.epochs || (a.eval_every > 0 && e.epoch % a.eval_every == 0) {
             if let TrainData::Math(d) = &data {
@@ -191,6 +258,10 @@ pub fn train_run<B: Backend>(dev: &std::sync::Arc<crate::backend::Device<B>>, a:
                 reports.push(r);
             }
         }
+        // The regularizer's state travels with the optimizer state (exact --resume).
+        let (js, tensors) = active.save(model);
+        rec.state.regularizer = Some(json!({"regularizer": reg, "state": js}));
+        rec.state.extra = tensors;
         rec.record(model, e.epoch, row)
     })?;
     Ok(TrainOutcome { reports, seconds: t_start.elapsed().as_secs_f64() })
@@ -232,10 +303,14 @@ impl EpochRecorder {
 
     /// The epoch's row before any evaluation is added.
     pub fn row<B: Backend>(&self, model: &Model<B>, e: &EpochEnd) -> serde_json::Value {
-        json!({
+        let mut row = json!({
             "epoch": e.epoch, "step": model.step, "train_loss": e.mean_loss, "tokens_per_s": e.tokens_per_s,
             "epoch_seconds": e.seconds, "elapsed_s": self.t_start.elapsed().as_secs_f64(),
-        })
+        });
+        if let Some((name, value)) = e.extra {
+            row[name] = json!(value);
+        }
+        row
     }
 
     /// Append `row` to metrics.jsonl and save what is due at `epoch`.

@@ -51,6 +51,9 @@ pub struct ModelConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
     pub pad_token_id: Option<u32>,
+    /// Trained with example-tied dropout: every forward pass masks each block's input
+    /// (config.json key `memsieve_example_tied_dropout`; transformers ignores it).
+    pub example_tied_dropout: Option<crate::regularize::etd::EtdConfig>,
 }
 
 impl ModelConfig {
@@ -69,6 +72,7 @@ impl ModelConfig {
             bos_token_id: Some(10),
             eos_token_id: Some(11),
             pad_token_id: Some(13),
+            example_tied_dropout: None,
         }
     }
 
@@ -96,6 +100,12 @@ impl ModelConfig {
         }
         if !(self.layer_norm_epsilon > 0.0) {
             return bad(format!("layer_norm_epsilon must be positive, got {}", self.layer_norm_epsilon));
+        }
+        if let Some(e) = &self.example_tied_dropout {
+            e.validate()?;
+            if self.n_embd > crate::backend::ETD_MAX_C {
+                return bad(format!("example-tied dropout supports widths up to {}, not {}", crate::backend::ETD_MAX_C, self.n_embd));
+            }
         }
         // Guard absurd sizes before anything is allocated.
         let n = crate::model::params::ParamLayout::new(self).total;

@@ -112,6 +112,10 @@ impl<B: Backend> Model<B> {
             // Decode the token at `pos` and pick the one at `pos + 1`.
             dev.exec(Op::EncoderForward { out: x, tokens: tok, wte: pv(Wte, 0), wpe: pv(Wpe, 0), b, t: 1, c, pos0: pos });
             for l in 0..nl {
+                // Example-tied dropout's evaluation mask on the block input (in place: it is the residual).
+                if let Some(op) = self.etd_op(x, x, None, b, 1, pos) {
+                    dev.exec(op);
+                }
                 dev.exec(Op::LayerNormForward { out: ln, mean, rstd, inp: x, weight: pv(Ln1W, l), bias: pv(Ln1B, l), n: b, c, eps });
                 dev.exec(Op::MatmulForward { out: qkv, inp: ln, weight: pv(AttnW, l), bias: Some(pv(AttnB, l)), n: b, c, oc: 3 * c, layout: WeightLayout::InOut });
                 dev.exec(Op::KvCacheWrite { cache: cache_l(l), qkv, b, t: 1, pos0: pos, t_max: lmax, c, nh });

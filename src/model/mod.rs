@@ -40,6 +40,8 @@ pub struct LayerSlots {
     pub fcproj: Slot,
     /// Residual stream after the block [B, T, C].
     pub res3: Slot,
+    /// The block's input after example-tied dropout [B, T, C] (empty without it).
+    pub etd_in: Slot,
 }
 
 /// Offsets of every activation for one (B, T), all in one buffer.
@@ -49,6 +51,8 @@ pub struct ActLayout {
     pub t: usize,
     pub tokens: Slot,
     pub targets: Slot,
+    /// The rows' dataset indices [B] (example-tied dropout's masks).
+    pub ids: Slot,
     pub encoded: Slot,
     pub layers: Vec<LayerSlots>,
     pub lnf: Slot,
@@ -75,6 +79,8 @@ impl ActLayout {
         };
         let tokens = slot(bt);
         let targets = slot(bt);
+        let ids = slot(b);
+        let etd_len = if cfg.example_tied_dropout.is_some() { bt * c } else { 0 };
         let encoded = slot(bt * c);
         let layers = (0..cfg.n_layer)
             .map(|_| LayerSlots {
@@ -93,6 +99,7 @@ impl ActLayout {
                 fch_act: slot(bt * 4 * c),
                 fcproj: slot(bt * c),
                 res3: slot(bt * c),
+                etd_in: slot(etd_len),
             })
             .collect();
         let lnf = slot(bt * c);
@@ -103,7 +110,7 @@ impl ActLayout {
         let losses = slot(bt);
         let weights = slot(bt);
         let preds = slot(bt);
-        ActLayout { b, t, tokens, targets, encoded, layers, lnf, lnf_mean, lnf_rstd, logits, probs, losses, weights, preds, total: off }
+        ActLayout { b, t, tokens, targets, ids, encoded, layers, lnf, lnf_mean, lnf_rstd, logits, probs, losses, weights, preds, total: off }
     }
 
     /// Residual stream entering layer `l` (l = n_layer: the stream before ln_f).
@@ -112,6 +119,15 @@ impl ActLayout {
             self.encoded
         } else {
             self.layers[l - 1].res3
+        }
+    }
+
+    /// What layer `l`'s ln_1 and residual path read: its input, after example-tied dropout if any.
+    pub fn block_input(&self, l: usize) -> Slot {
+        if self.layers[l].etd_in.len > 0 {
+            self.layers[l].etd_in
+        } else {
+            self.residual(l)
         }
     }
 }
@@ -129,6 +145,8 @@ pub struct Acts<B: Backend> {
     pub layout: ActLayout,
     pub buf: B::Buffer,
     grad: Option<GradScratch<B>>,
+    /// The last forward pass used training masks of example-tied dropout (ids uploaded).
+    ids_live: bool,
 }
 
 /// Activation-gradient scratch (llm.c's fp32 CUDA scheme: a few buffers reused by every layer).
@@ -207,6 +225,9 @@ pub struct Model<B: Backend> {
     acts: Option<Acts<B>>,
     /// When set, every MLP matrix multiply uses its masked weights (src/unlearn's Subnet).
     pub weight_masks: Option<WeightMasks<B>>,
+    /// Dataset indices of the next forward pass's rows: with example-tied dropout in the config,
+    /// that pass uses the training masks (taken by the pass; without them, the evaluation mask).
+    example_ids: Option<Vec<u32>>,
 }
 
 /// Per-position results of a forward pass, downloaded for the host.
@@ -247,7 +268,7 @@ impl<B: Backend> Model<B> {
         check_view_len(&dev.backend, layout.total, "the parameter buffer")?;
         let params = dev.alloc(layout.total)?;
         dev.upload_f32(dev.view(&params), host);
-        Ok(Model { dev, cfg, layout, params, grads: None, adam_m: None, adam_v: None, step: 0, acts: None, weight_masks: None })
+        Ok(Model { dev, cfg, layout, params, grads: None, adam_m: None, adam_v: None, step: 0, acts: None, weight_masks: None, example_ids: None })
     }
 
     pub fn num_params(&self) -> usize {
@@ -306,7 +327,7 @@ impl<B: Backend> Model<B> {
             check_view_len(&self.dev.backend, widest, &format!("a batch of {b} × {t} tokens"))?;
             let layout = ActLayout::new(&self.cfg, b, t);
             let buf = self.dev.alloc(layout.total)?;
-            self.acts = Some(Acts { layout, buf, grad: None });
+            self.acts = Some(Acts { layout, buf, grad: None, ids_live: false });
         }
         if training && self.acts.as_ref().unwrap().grad.is_none() {
             let c = self.cfg.n_embd;
@@ -401,8 +422,30 @@ impl<B: Backend> Model<B> {
             }
             dev.upload_u32(av(l.targets), tg);
         }
+        let ids = self.example_ids.take().filter(|_| self.cfg.example_tied_dropout.is_some());
+        if let Some(ids) = &ids {
+            if ids.len() != b {
+                return Err(Error::Input(format!("{} example ids given for a batch of {b} rows", ids.len())));
+            }
+            dev.upload_u32(av(l.ids), ids);
+        }
+        self.acts.as_mut().unwrap().ids_live = ids.is_some();
         self.forward_ops(b, t, targets.is_some(), after_act);
         Ok(())
+    }
+
+    /// The dataset indices of the next forward pass's rows (example-tied dropout's training masks).
+    pub fn set_example_ids(&mut self, ids: &[u32]) {
+        self.example_ids = Some(ids.to_vec());
+    }
+
+    /// Example-tied dropout of x [n, c] into out (rows of t positions from pos0), if the config has
+    /// it: the training masks with `ids`, the evaluation mask without.
+    pub(crate) fn etd_op<'v>(&self, out: View<'v, B::Buffer>, x: View<'v, B::Buffer>, ids: Option<View<'v, B::Buffer>>, n: usize, t: usize, pos0: usize) -> Option<Op<'v, B::Buffer>> {
+        let e = self.cfg.example_tied_dropout?;
+        let c = self.cfg.n_embd;
+        let scale = if ids.is_some() { 1.0 } else { e.eval_scale() };
+        Some(Op::ExampleTiedDropout { out, x, ids, n, t, c, pos0, seed: e.seed, mode: e.mode, keep: e.keep(c, self.cfg.n_positions), mem: e.mem(c), scale })
     }
 
     /// The op sequence of the forward pass (tokens/targets already on the device). `after_act(l,
@@ -419,8 +462,12 @@ impl<B: Backend> Model<B> {
         use ParamKind::*;
 
         dev.exec(Op::EncoderForward { out: av(l.encoded), tokens: av(l.tokens), wte: pv(Wte, 0), wpe: pv(Wpe, 0), b, t, c, pos0: 0 });
+        let ids = a.ids_live.then(|| av(l.ids));
         for (li, s) in l.layers.iter().enumerate() {
-            let residual = av(l.residual(li));
+            let residual = av(l.block_input(li));
+            if let Some(op) = self.etd_op(residual, av(l.residual(li)), ids, n, t, 0) {
+                dev.exec(op);
+            }
             dev.exec(Op::LayerNormForward { out: av(s.ln1), mean: av(s.ln1_mean), rstd: av(s.ln1_rstd), inp: residual, weight: pv(Ln1W, li), bias: pv(Ln1B, li), n, c, eps: cfg.layer_norm_epsilon });
             dev.exec(Op::MatmulForward { out: av(s.qkv), inp: av(s.ln1), weight: pv(AttnW, li), bias: Some(pv(AttnB, li)), n, c, oc: 3 * c, layout: WeightLayout::InOut });
             dev.exec(Op::AttentionForward { out: av(s.atty), att: av(s.att), qkv: av(s.qkv), b, t, c, nh });
@@ -514,14 +561,14 @@ impl<B: Backend> Model<B> {
     /// through score gradients of the weight masks (zeroed first), when masks are set; otherwise all
     /// parameter gradients (zeroed first; masks must not be set). Returns the per-position losses.
     pub fn forward_backward_weighted(&mut self, tokens: &[u32], targets: &[u32], weights: &[f32], b: usize, t: usize, frozen: bool) -> Result<Vec<f32>> {
+        self.forward_backward_weighed_by(tokens, targets, b, t, frozen, &mut |_| Ok(weights.to_vec()))
+    }
+
+    /// `forward_backward_weighted` with the weights chosen after the forward pass from its
+    /// per-position losses (`weigh(losses)`; loss truncation drops samples by their loss).
+    pub fn forward_backward_weighed_by(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, frozen: bool, weigh: &mut dyn FnMut(&[f32]) -> Result<Vec<f32>>) -> Result<Vec<f32>> {
         if !frozen && self.weight_masks.is_some() {
             return Err(Error::Input("weight masks are set: bake or clear them before training the weights".into()));
-        }
-        if weights.len() != b * t {
-            return Err(Error::Input(format!("{} loss weights given for a batch of {b} × {t}", weights.len())));
-        }
-        if let Some(i) = weights.iter().position(|w| !w.is_finite()) {
-            return Err(Error::Numerical(format!("loss weight {} at position {i} is not finite", weights[i])));
         }
         if !frozen {
             self.ensure_training_buffers()?;
@@ -529,8 +576,15 @@ impl<B: Backend> Model<B> {
         self.ensure_acts(b, t, true)?;
         self.forward_hooked(tokens, Some(targets), b, t, &mut |_, _| {})?;
         let l = self.acts.as_ref().unwrap().layout.clone();
-        self.dev.upload_f32(View::new(&self.acts.as_ref().unwrap().buf, l.weights.off, l.weights.len), weights);
         let losses = self.download_slot(l.losses);
+        let weights = weigh(&losses)?;
+        if weights.len() != b * t {
+            return Err(Error::Input(format!("{} loss weights given for a batch of {b} × {t}", weights.len())));
+        }
+        if let Some(i) = weights.iter().position(|w| !w.is_finite()) {
+            return Err(Error::Numerical(format!("loss weight {} at position {i} is not finite", weights[i])));
+        }
+        self.dev.upload_f32(View::new(&self.acts.as_ref().unwrap().buf, l.weights.off, l.weights.len), &weights);
         self.backward_ops(b, t, 1.0, true, frozen, &mut |_, _| {});
         Ok(losses)
     }
@@ -567,6 +621,9 @@ impl<B: Backend> Model<B> {
         let l = &a.layout;
         dev.upload_u32(View::new(&a.buf, l.tokens.off, l.tokens.len), tokens);
         dev.upload_u32(View::new(&a.buf, l.targets.off, l.targets.len), targets);
+        self.acts.as_mut().unwrap().ids_live = false;
+        let a = self.acts.as_ref().unwrap();
+        let l = &a.layout;
         self.forward_ops(b, t, true, &mut |layer, act| {
             if let Some(p) = patch.filter(|p| p.layer == layer) {
                 for row in 0..b {
@@ -642,7 +699,11 @@ impl<B: Backend> Model<B> {
             dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: gv(AttnProjW, li), dbias: gv(AttnProjB, li), dout: dres, inp: av(s.atty), weight: pv(AttnProjW, li), n, c, oc: c, layout: WeightLayout::InOut });
             dev.exec(Op::AttentionBackward { dqkv, scratch: dev.view(&g.datt), dout: dbtc, qkv: av(s.qkv), att: av(s.att), b, t, c, nh });
             dev.exec(Op::MatmulBackward { dinp: Some(dbtc), dweight: gv(AttnW, li), dbias: gv(AttnB, li), dout: dqkv, inp: av(s.ln1), weight: pv(AttnW, li), n, c, oc: 3 * c, layout: WeightLayout::InOut });
-            dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gs(Ln1W, li, 0), dbias: gs(Ln1B, li, 1), dout: dbtc, inp: av(l.residual(li)), weight: pv(Ln1W, li), mean: av(s.ln1_mean), rstd: av(s.ln1_rstd), n, c });
+            dev.exec(Op::LayerNormBackward { dinp: dres, dweight: gs(Ln1W, li, 0), dbias: gs(Ln1B, li, 1), dout: dbtc, inp: av(l.block_input(li)), weight: pv(Ln1W, li), mean: av(s.ln1_mean), rstd: av(s.ln1_rstd), n, c });
+            // Example-tied dropout's backward: the same mask on d(block input).
+            if let Some(op) = self.etd_op(dres, dres, a.ids_live.then(|| av(l.ids)), n, t, 0) {
+                dev.exec(op);
+            }
         }
         if let (Some(dwte), Some(dwpe)) = (gv(Wte, 0), gv(Wpe, 0)) {
             dev.exec(Op::EncoderBackward { dwte, dwpe, dout: dres, tokens: av(l.tokens), b, t, c, pos0: 0 });

@@ -218,6 +218,15 @@ pub fn map_op<'a, B>(op: &Op<'static, Id>, bufs: &'a [B]) -> Op<'a, B> {
         Op::AttentionStats { out, qkv, b, t, c, nh, t0, t1, top_k } => {
             Op::AttentionStats { out: m(out), qkv: m(qkv), b, t, c, nh, t0, t1, top_k }
         }
+        Op::SpectralPowerIteration { state, sigma, params, table, blocks, entries } => Op::SpectralPowerIteration {
+            state: m(state), sigma: m(sigma), params: m(params), table: m(table), blocks, entries,
+        },
+        Op::SpectralGradAdd { grads, state, sigma, table, blocks, entries, lambda, linear } => Op::SpectralGradAdd {
+            grads: m(grads), state: m(state), sigma: m(sigma), table: m(table), blocks, entries, lambda, linear,
+        },
+        Op::ExampleTiedDropout { out, x, ids, n, t, c, pos0, seed, mode, keep, mem, scale } => Op::ExampleTiedDropout {
+            out: m(out), x: m(x), ids: mo(ids), n, t, c, pos0, seed, mode, keep, mem, scale,
+        },
     }
 }
 

@@ -143,3 +143,18 @@ pub fn parity_free_random(n: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A tiny training run: 1 layer, a few hundred short rows, evaluated and saved every epoch.
+pub fn tiny_train_args(out: PathBuf, epochs: usize) -> memsieve::cli::train::TrainArgs {
+    let mut a = memsieve::cli::demo::preset_args(memsieve::cli::demo::Preset::Small, out);
+    a.data.num_7 = 300;
+    a.data.num_extra = 0;
+    a.data.num_test = 50;
+    a.data.num_noise = 20;
+    a.data.dup_powers = vec![0, 1];
+    a.layers = 1;
+    a.epochs = epochs;
+    a.eval_every = 1;
+    a.checkpoint_every = 1;
+    a
+}

@@ -698,3 +698,65 @@ pub fn attention_stats<B: Backend>(p: &Pair<B>) {
         p.check(&format!("{what} qkv untouched"), &qkv);
     }
 }
+
+// ---- training regularizers (tinymem.md §5.1; src/backend/cpu/regularize.rs) ----
+
+/// The spectral power iteration (five steps) and the penalty gradient (both penalties) on blocks of
+/// awkward shapes: two column blocks strided inside a 300 × 100 matrix, a single row, a single
+/// column, and TinyMem's 128 × 512 and 512 × 128 MLP matrices.
+pub fn spectral<B: Backend>(p: &Pair<B>) {
+    use memsieve::regularize::spectral::{table_words, SpectralBlock};
+    let shapes = [(3, 300, 37, 100), (40, 300, 63, 100), (30_003, 1, 7, 7), (30_010, 9, 1, 1), (30_019, 128, 512, 512), (95_555, 512, 128, 128)];
+    let mut blocks = Vec::new();
+    let mut state = 0;
+    for (off, rows, cols, ld) in shapes {
+        blocks.push(SpectralBlock { off, rows, cols, ld, state });
+        state += rows + cols;
+    }
+    let params = p.f32s(&p.random(95_555 + 512 * 128 + 5, 0.1));
+    let table = p.u32s(&table_words(&blocks));
+    let st = p.f32s(&p.random(state, 1.0));
+    let sigma = p.rand(blocks.len());
+    let (nb, entries) = (blocks.len(), blocks.iter().map(|b| b.rows * b.cols).sum());
+    for it in 0..5 {
+        run_both!(p, |v| Op::SpectralPowerIteration { state: v(&st), sigma: v(&sigma), params: v(&params), table: v(&table), blocks: nb, entries });
+        p.check(&format!("spectral power iteration {it}: u, v"), &st);
+        p.check(&format!("spectral power iteration {it}: sigma"), &sigma);
+    }
+    for linear in [false, true] {
+        let grads = p.f32s(&p.random(95_555 + 512 * 128 + 5, 1e-3));
+        run_both!(p, |v| Op::SpectralGradAdd { grads: v(&grads), state: v(&st), sigma: v(&sigma), table: v(&table), blocks: nb, entries, lambda: 0.37, linear });
+        p.check(&format!("spectral gradient (linear {linear})"), &grads);
+    }
+}
+
+/// Example-tied dropout, training and evaluation masks, channels and positions, in place and not,
+/// on widths and lengths that are not multiples of the workgroups: the masks must agree bit for bit.
+pub fn example_tied_dropout<B: Backend>(p: &Pair<B>) {
+    use memsieve::backend::EtdMode::{self, Channels, Positions};
+    let cases: [(usize, usize, usize, EtdMode, bool, usize, bool); 8] = [
+        (3, 5, 37, Channels, true, 0, false),
+        (2, 7, 128, Channels, true, 0, true),
+        (4, 1, 128, Channels, false, 0, false),
+        (1, 3, 1000, Channels, true, 0, false),
+        (3, 130, 20, Positions, true, 0, false),
+        (5, 1, 16, Positions, false, 28, true),
+        (6, 1, 9, Positions, true, 31, false),
+        (2, 45, 3, Positions, false, 0, false),
+    ];
+    for (rows, t, c, mode, training, pos0, in_place) in cases {
+        let n = rows * t;
+        let (keep, mem) = match mode {
+            Channels => (c / 5, (c / 10) as u32),
+            Positions => (30, 429_496_730),
+        };
+        let scale = if training { 1.0 } else { 1.5 };
+        let x = p.rand(n * c + 2);
+        let out = if in_place { None } else { Some(p.rand(n * c + 2)) };
+        let ids = p.u32s(&(0..rows).map(|r| 1000 * r as u32 + 17).collect::<Vec<_>>());
+        let what = format!("example_tied_dropout rows={rows} t={t} c={c} {mode:?} training={training} pos0={pos0} in_place={in_place}");
+        let dst = out.as_ref().unwrap_or(&x);
+        run_both!(p, |v| Op::ExampleTiedDropout { out: v(dst).slice(1, n * c), x: v(&x).slice(1, n * c), ids: training.then(|| v(&ids)), n, t, c, pos0, seed: 0x1234_5678_9abc, mode, keep, mem, scale });
+        p.check_u32(&what, dst);
+    }
+}

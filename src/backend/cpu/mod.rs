@@ -12,6 +12,7 @@ mod encoder;
 mod layernorm;
 mod mask;
 mod matmul;
+mod regularize;
 mod smi;
 
 use super::{Backend, Op, View};
@@ -284,6 +285,15 @@ impl Backend for CpuBackend {
             Op::SouScores { out, w, g, n, block, lambda } => mask::sou_scores(out, w, g, n, block, lambda),
             Op::AttentionStats { out, qkv, b, t, c, nh, t0, t1, top_k } => {
                 attnstats::attention_stats(out, qkv, b, t, c, nh, t0, t1, top_k)
+            }
+            Op::SpectralPowerIteration { state, sigma, params, table, blocks, .. } => {
+                regularize::power_iteration(state, sigma, params, table, blocks)
+            }
+            Op::SpectralGradAdd { grads, state, sigma, table, blocks, lambda, linear, .. } => {
+                regularize::spectral_grad_add(grads, state, sigma, table, blocks, lambda, linear)
+            }
+            Op::ExampleTiedDropout { out, x, ids, n, t, c, pos0, seed, mode, keep, mem, scale } => {
+                regularize::example_tied_dropout(out, x, ids, n, t, c, pos0, seed, mode, keep, mem, scale)
             }
         }
     }

@@ -38,6 +38,7 @@ pub const FILES: &[KernelFile] = &[
     kernel_file!("crossentropy.cu", ["softmax_crossentropy_forward", "crossentropy_backward"]),
     kernel_file!("adamw.cu", ["adamw_update"]),
     kernel_file!("mask.cu", ["select_rank", "mask_apply", "ste_accumulate", "sou_scores", "sgd_momentum"]),
+    kernel_file!("regularize.cu", ["spectral_power_iteration", "spectral_grad_add", "example_tied_dropout"]),
     kernel_file!("smi.cu", ["smi_directions", "smi_class_stats", "smi_score", "smi_row_summary", "ksg_classes", "ksg_scale", "ksg_sort_mi"]),
     kernel_file!(
         "attribution.cu",

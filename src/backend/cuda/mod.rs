@@ -132,6 +132,10 @@ fn row_threads(width: usize, max: u32) -> u32 {
 /// Threads of the one-block-per-row SMI kernels (kernels/smi.cu's SMI_THREADS).
 const SMI_THREADS: u32 = 256;
 
+/// Threads of the spectral kernels and of example-tied dropout (kernels/regularize.cu).
+const REG_THREADS: u32 = 256;
+const ETD_THREADS: u32 = 128;
+
 /// Threads of the one-block rank selection (kernels/mask.cu's SELECT_THREADS).
 const SELECT_THREADS: u32 = 1024;
 
@@ -703,6 +707,27 @@ impl<L: Launcher> Backend for CudaBackend<L> {
                     Arg::F32(head_scale(c, nh)),
                 ];
                 self.launch("attention_stats", [blocks(rows, 1), 1, 1], [STATS_THREADS, 1, 1], 0, &args);
+            }
+            Op::SpectralPowerIteration { state, sigma, params, table, blocks, .. } => {
+                let args = [self.ptr(state), self.ptr(sigma), self.ptr(params), self.ptr(table)];
+                self.launch("spectral_power_iteration", [u32::try_from(blocks).expect("block count"), 1, 1], [REG_THREADS, 1, 1], 0, &args);
+            }
+            Op::SpectralGradAdd { grads, state, sigma, table, blocks, lambda, linear, .. } => {
+                let args = [self.ptr(grads), self.ptr(state), self.ptr(sigma), self.ptr(table), Arg::F32(lambda), Arg::I32(linear as i32)];
+                self.launch("spectral_grad_add", [u32::try_from(blocks).expect("block count"), 1, 1], [REG_THREADS, 1, 1], 0, &args);
+            }
+            Op::ExampleTiedDropout { out, x, ids, n, t, c, pos0, seed, mode, keep, mem, scale } => {
+                assert!(c <= super::ETD_MAX_C, "example_tied_dropout: width {c} above {}", super::ETD_MAX_C);
+                assert!(t > 0 && n.is_multiple_of(t), "example_tied_dropout: {n} rows are not whole sequences of {t}");
+                if n == 0 {
+                    return;
+                }
+                let flags = ids.is_some() as i32 | ((mode == super::EtdMode::Positions) as i32) << 1;
+                let args = [
+                    self.ptr(out), self.ptr(x), self.opt_ptr(ids), int(n), int(t), int(c), int(pos0), int(keep), Arg::U32(mem),
+                    Arg::I32(flags), Arg::U32(seed as u32), Arg::U32((seed >> 32) as u32), Arg::F32(scale),
+                ];
+                self.launch("example_tied_dropout", [blocks(n / t, 1), 1, 1], [ETD_THREADS, 1, 1], 0, &args);
             }
         }
     }

@@ -39,6 +39,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("layernorm", include_str!("../../../shaders/layernorm.wgsl")),
     ("mask", include_str!("../../../shaders/mask.wgsl")),
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
+    ("regularize", include_str!("../../../shaders/regularize.wgsl")),
     ("smi", include_str!("../../../shaders/smi.wgsl")),
 ];
 

@@ -407,6 +407,26 @@ impl WgpuBackend {
                 let rows = b * nh * (t1 - t0);
                 self.dispatch("attnstats", "attention_stats", Self::groups_1d(rows, 1), &[(1, out), (2, qkv)], &s);
             }
+            // regularize.wgsl P: n, t, c, pos0, keep, mem, flags, seed_lo, seed_hi, scale, lambda
+            Op::SpectralPowerIteration { state, sigma, params, table, blocks, .. } => {
+                let s = [u(blocks), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                let bind = [(1, state), (2, params), (3, sigma), (4, table)];
+                self.dispatch("regularize", "power_iteration", Self::groups_1d(blocks, 1), &bind, &s);
+            }
+            Op::SpectralGradAdd { grads, state, sigma, table, blocks, lambda, linear, .. } => {
+                let s = [u(blocks), 0, 0, 0, 0, 0, (linear as u32) << 2, 0, 0, 0, f(lambda)];
+                let bind = [(1, grads), (3, sigma), (4, table), (5, state)];
+                self.dispatch("regularize", "grad_add", Self::groups_1d(blocks, 1), &bind, &s);
+            }
+            Op::ExampleTiedDropout { out, x, ids, n, t, c, pos0, seed, mode, keep, mem, scale } => {
+                assert!(c <= crate::backend::ETD_MAX_C, "example_tied_dropout: width {c} above {}", crate::backend::ETD_MAX_C);
+                assert!(t > 0 && n.is_multiple_of(t), "example_tied_dropout: {n} rows are not whole sequences of {t}");
+                let flags = ids.is_some() as u32 | ((mode == crate::backend::EtdMode::Positions) as u32) << 1;
+                let s = [u(n), u(t), u(c), u(pos0), u(keep), mem, flags, seed as u32, (seed >> 32) as u32, f(scale), 0];
+                // The ids binding is read only with training masks, but it must be bound anyway.
+                let bind = [(1, out), (2, x), (4, ids.unwrap_or(out))];
+                self.dispatch("regularize", "example_tied_dropout", Self::groups_1d(n / t, 1), &bind, &s);
+            }
         }
     }
 }
