@@ -58,7 +58,7 @@ fn validate_wgsl() {
 }
 
 /// The kernel files in the order the emulator includes them (kept in step with src/backend/cuda/kernels.rs).
-const KERNEL_FILES: [&str; 12] = [
+const KERNEL_FILES: [&str; 13] = [
     "encoder.cu",
     "layernorm.cu",
     "matmul.cu",
