@@ -85,6 +85,11 @@ fn atb_t(yt: &mut [f32], a: &[f32], hp: usize, b: &[f32], t: usize, tp: usize) {
         // Safety: the feature is present; the bounds are asserted above.
         return unsafe { atb_t_avx512(yt, a, hp, b, t, tp) };
     }
+    atb_t_portable(yt, a, hp, b, t, tp)
+}
+
+/// `atb_t` in plain Rust, for CPUs without AVX-512 (a unit test runs it against the intrinsics).
+fn atb_t_portable(yt: &mut [f32], a: &[f32], hp: usize, b: &[f32], t: usize, tp: usize) {
     for d0 in (0..hp).step_by(R_T) {
         for j0 in (0..t).step_by(W) {
             let mut acc = [[0f32; W]; R_T];
@@ -482,6 +487,38 @@ mod tests {
                 }
             }
             close(&format!("decode b{b} t_max{t_max} c{c} nh{nh} pos{pos}"), &got, &want);
+        }
+    }
+
+    /// The portable atb_t (what a CPU without AVX-512 runs) against a naive sum, and against the
+    /// dispatching one (the intrinsics here); b is zero above its diagonal as the callers keep it.
+    #[test]
+    fn atb_t_portable_matches_naive_and_the_dispatched_kernel() {
+        for (t, hs) in [(1usize, 8usize), (7, 12), (33, 32), (150, 32), (37, 40)] {
+            let (tp, hp) = (super::pad_w(t), super::pad_w(hs));
+            let mut rng = Stream::new(t as u64, purpose::MISC, hs as u32);
+            let mut a = vec![0f32; t * hp];
+            let mut b = vec![0f32; t * tp];
+            for i in 0..t {
+                for d in 0..hs {
+                    a[i * hp + d] = rng.normal() as f32;
+                }
+                for j in 0..=i {
+                    b[i * tp + j] = rng.normal() as f32;
+                }
+            }
+            let (mut y1, mut y2) = (vec![7f32; hp * tp], vec![7f32; hp * tp]);
+            super::atb_t_portable(&mut y1, &a, hp, &b, t, tp);
+            super::atb_t(&mut y2, &a, hp, &b, t, tp);
+            for d in 0..hs {
+                for j in 0..t {
+                    let want: f64 = (j..t).map(|i| a[i * hp + d] as f64 * b[i * tp + j] as f64).sum();
+                    for (name, y) in [("portable", &y1), ("dispatched", &y2)] {
+                        let got = y[d * tp + j] as f64;
+                        assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{name} t{t} hs{hs} [{d}, {j}]: {got} vs {want}");
+                    }
+                }
+            }
         }
     }
 
