@@ -2,7 +2,7 @@
 //! Hand-written register-blocked microkernels over the causal triangle only (a GEMM would compute the
 //! upper half and throw it away, and its per-call packing dominates at 150 × 150 × 32).
 
-use super::{chunk, dot, rd, softmax_in_place, wr, CpuBuffer, SyncPtr};
+use super::{chunk, copy_small, dot, rd, softmax_in_place, wr, CpuBuffer, SyncPtr};
 use crate::backend::View;
 use rayon::prelude::*;
 
@@ -135,21 +135,6 @@ unsafe fn atb_t_avx512(yt: &mut [f32], a: &[f32], hp: usize, b: &[f32], t: usize
                 _mm512_storeu_ps(dst.add(16), acc_r[1]);
             }
         }
-    }
-}
-
-/// dst = src[..dst.len()] for a few dozen words, in vector-sized pieces (a memcpy call per head row
-/// costs more than the copy).
-#[inline(always)]
-fn copy_small(dst: &mut [f32], src: &[f32]) {
-    let src = &src[..dst.len()];
-    let (dc, dt) = dst.as_chunks_mut::<16>();
-    let (sc, st) = src.as_chunks::<16>();
-    for (d, s) in dc.iter_mut().zip(sc) {
-        *d = *s;
-    }
-    for (d, s) in dt.iter_mut().zip(st) {
-        *d = *s;
     }
 }
 

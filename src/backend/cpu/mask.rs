@@ -1,11 +1,11 @@
 //! Masked-weight ops (issue 7; tinymem.md §5.5): rank selection over packed 64-bit keys, mask
 //! application, the masked matmul, SOU saliency and SGD with momentum.
 //!
-//! The masked matmul builds W ⊙ m into a per-call scratch and runs matmul.rs's GEMMs on it: a mask
-//! of a TinyMem MLP matrix is 65k entries, negligible next to the GEMM over 4800 rows, so a second
-//! GEMM kernel would buy nothing here (the GPU kernels apply the mask in their weight-tile loads).
+//! The masked matmul applies the mask while matmul.rs packs W into its column panels (one pass over
+//! W's 65k entries a call, negligible next to the product over 4800 rows), so the masked product is
+//! the plain one's kernel; the GPU kernels apply the mask in their weight-tile loads.
 
-use super::matmul::{dweight_into, rows_times_w};
+use super::matmul::{dweight_into, rows_times_packed};
 use super::{rd, rd_u32, same, wr, wr_u32, CpuBuffer};
 use crate::backend::{cut_from_words, SelectKey, View, WeightLayout, MAX_SELECT, SELECT_SENTINEL};
 use rayon::prelude::*;
@@ -80,19 +80,18 @@ pub fn mask_apply(w: V, x: V, y: Option<V>, cut: V, n: usize, key: SelectKey, be
     });
 }
 
-/// W ⊙ m for W [c, oc] and the Abs-key mask of `scores` against `cut`.
-fn masked_weight(weight: V, scores: V, cut: V, len: usize) -> Vec<f32> {
+/// Whether entry j of W survives the Abs-key mask of `scores` against `cut`.
+fn kept<'a>(scores: V<'a>, cut: V, len: usize) -> impl Fn(usize) -> bool + Sync + 'a {
     let c = cut_from_words(rd_u32(cut));
-    let (w, s) = (&rd(weight)[..len], &rd(scores)[..len]);
-    (0..len).into_par_iter().with_min_len(CHUNK).map(|j| if SelectKey::Abs.key(s[j], j) < c { 0.0 } else { w[j] }).collect()
+    let s = &rd(scores)[..len];
+    move |j| SelectKey::Abs.key(s[j], j) >= c
 }
 
 #[allow(clippy::too_many_arguments)]
 pub fn masked_forward(out: V, inp: V, weight: V, bias: Option<V>, scores: V, cut: V, n: usize, c: usize, oc: usize) {
-    let weff = masked_weight(weight, scores, cut, c * oc);
-    let (x, y) = (rd(inp), wr(out));
-    assert!(x.len() >= n * c && y.len() >= n * oc, "masked_matmul_forward: views shorter than the shape");
-    rows_times_w(y, x, &weff, bias.map(rd), n, c, oc, oc as isize, 1);
+    let (x, y, w, keep) = (rd(inp), wr(out), &rd(weight)[..c * oc], kept(scores, cut, c * oc));
+    // The mask is applied while W [c, oc] is packed for the GEMM.
+    rows_times_packed(y, x, bias.map(rd), n, c, oc, false, |d, j| if keep(d * oc + j) { w[d * oc + j] } else { 0.0 });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -100,9 +99,9 @@ pub fn masked_backward(dinp: Option<V>, dscores: Option<V>, dout: V, inp: V, wei
     let (dy, x) = (rd(dout), rd(inp));
     assert!(dy.len() >= n * oc && x.len() >= n * c, "masked_matmul_backward: views shorter than the shape");
     if let Some(dinp) = dinp {
-        // dinp[n, c] = dout[n, oc] · (W ⊙ m)ᵀ: (W ⊙ m)ᵀ as [oc, c] swaps the strides.
-        let weff = masked_weight(weight, scores, cut, c * oc);
-        rows_times_w(wr(dinp), dy, &weff, None, n, oc, c, 1, oc as isize);
+        // dinp[n, c] = dout[n, oc] · (W ⊙ m)ᵀ: entry (d, j) of (W ⊙ m)ᵀ is W[j, d], contiguous along d.
+        let (w, keep) = (&rd(weight)[..c * oc], kept(scores, cut, c * oc));
+        rows_times_packed(wr(dinp), dy, None, n, oc, c, true, |d, j| if keep(j * oc + d) { w[j * oc + d] } else { 0.0 });
     }
     if let Some(dscores) = dscores {
         if n == 0 {

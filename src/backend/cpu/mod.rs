@@ -382,6 +382,21 @@ pub(crate) fn max(x: &[f32]) -> f32 {
     acc.iter().chain(tail).copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
+/// dst = src[..dst.len()] for a few dozen words, in vector-sized pieces (a memcpy call per head row
+/// costs more than the copy).
+#[inline(always)]
+pub(crate) fn copy_small(dst: &mut [f32], src: &[f32]) {
+    let src = &src[..dst.len()];
+    let (dc, dt) = dst.as_chunks_mut::<16>();
+    let (sc, st) = src.as_chunks::<16>();
+    for (d, s) in dc.iter_mut().zip(sc) {
+        *d = *s;
+    }
+    for (d, s) in dt.iter_mut().zip(st) {
+        *d = *s;
+    }
+}
+
 /// Softmax of a row in place (max-subtracted, vectorized).
 #[inline]
 pub(crate) fn softmax_in_place(s: &mut [f32]) {
