@@ -2,7 +2,7 @@
 //! Hand-written register-blocked microkernels over the causal triangle only (a GEMM would compute the
 //! upper half and throw it away, and its per-call packing dominates at 150 × 150 × 32).
 
-use super::{chunk, copy_small, dot, rd, softmax_in_place, wr, CpuBuffer, SyncPtr};
+use super::{chunk, copy_small, dot, rd, softmax_in_place, softmax_into, wr, CpuBuffer, SyncPtr};
 use crate::backend::View;
 use rayon::prelude::*;
 
@@ -46,13 +46,17 @@ fn abt_lower(s: &mut [f32], a: &[f32], bt: &[f32], t: usize, k: usize, tp: usize
 }
 
 /// y[i, :] = Σ_{j < min(block end, t)} a[i, j]·b[j, :] (a zero above its diagonal).
-/// a is [tr, tp], b is [t.., hp] with hp a multiple of W, y is [tr, hp].
-fn ab_lower(y: &mut [f32], a: &[f32], b: &[f32], t: usize, tp: usize, hp: usize) {
+/// a is [t.., a_rs] (rows past t read row t − 1), b is [t.., hp] with hp a multiple of W, y is
+/// [tr, hp] (rows past t hold garbage).
+fn ab_lower(y: &mut [f32], a: &[f32], b: &[f32], t: usize, a_rs: usize, hp: usize) {
     for i0 in (0..t).step_by(R) {
         let jhi = (i0 + R).min(t);
         for c0 in (0..hp).step_by(W) {
             let mut acc = [[0f32; W]; R];
-            let ar: [&[f32]; R] = std::array::from_fn(|r| &a[(i0 + r) * tp..(i0 + r) * tp + jhi]);
+            let ar: [&[f32]; R] = std::array::from_fn(|r| {
+                let i = (i0 + r).min(t - 1);
+                &a[i * a_rs..i * a_rs + jhi]
+            });
             for (j, brow) in b[..jhi * hp].chunks_exact(hp).enumerate() {
                 let bv: &[f32; W] = brow[c0..c0 + W].try_into().unwrap();
                 for (acc_r, a_r) in acc.iter_mut().zip(&ar) {
@@ -230,16 +234,13 @@ pub fn forward(out: V, att: V, qkv: V, b: usize, t: usize, c: usize, nh: usize) 
                 copy_small(&mut hd.b[0][i * hp..i * hp + hs], &qkv[(bi * t + i) * 3 * c + 2 * c + h * hs..]);
             }
             abt_lower(&mut hd.s, &hd.a, &hd.bt, t, hs, tp);
-            for i in 0..t {
-                let row = &mut hd.s[i * tp..(i + 1) * tp];
-                softmax_in_place(&mut row[..=i]);
-                // ab_lower reads up to the end of the row block: those entries must be zero.
-                let blk_end = ((i / R + 1) * R).min(t);
-                row[i + 1..blk_end].fill(0.0);
-                p[i * t..i * t + i + 1].copy_from_slice(&row[..=i]);
-                p[i * t + i + 1..(i + 1) * t].fill(0.0);
+            // The probabilities straight into att, and Y = P·V from there (its zeros past the
+            // diagonal are what ab_lower wants).
+            for (i, prow) in p.chunks_exact_mut(t).enumerate() {
+                softmax_into(&mut prow[..=i], &hd.s[i * tp..i * tp + i + 1]);
+                prow[i + 1..].fill(0.0);
             }
-            ab_lower(&mut hd.y, &hd.s, &hd.b[0], t, tp, hp);
+            ab_lower(&mut hd.y, p, &hd.b[0], t, t, hp);
             // Safety: this task alone writes head h of batch row bi.
             unsafe { hd.store_y(o.0.add(bi * t * c + h * hs), c) };
         },
